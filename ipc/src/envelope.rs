@@ -1,0 +1,275 @@
+//! The `ipc { id refid cmd }` / `data {}` envelope (PROTOCOL §3), the error code table and
+//! the per-connection id rules.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::error::{Error, FieldError, Result};
+use crate::message::Outgoing;
+use crate::model::Group;
+
+/// The error codes of PROTOCOL §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ErrorCode {
+    /// Generic failure.
+    Generic = 1,
+    /// Invalid argument (missing or malformed field).
+    InvalidArgument = 2,
+    /// Unknown card, reader, driver, service or context.
+    NotFound = 3,
+    /// The card is not taken by this client.
+    NotOwner = 4,
+    /// Unknown command.
+    NotSupported = 5,
+    /// Timeout.
+    Timeout = 6,
+    /// The card was removed.
+    CardRemoved = 7,
+    /// Driver or reader error.
+    DriverError = 8,
+    /// Permission denied.
+    PermissionDenied = 9,
+    /// Taken by another client.
+    Busy = 10,
+    /// Framing, envelope or order.
+    Protocol = 11,
+    /// A command before `ClientReady`.
+    NotReady = 12,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::Generic,
+        ErrorCode::InvalidArgument,
+        ErrorCode::NotFound,
+        ErrorCode::NotOwner,
+        ErrorCode::NotSupported,
+        ErrorCode::Timeout,
+        ErrorCode::CardRemoved,
+        ErrorCode::DriverError,
+        ErrorCode::PermissionDenied,
+        ErrorCode::Busy,
+        ErrorCode::Protocol,
+        ErrorCode::NotReady,
+    ];
+
+    /// The number on the wire.
+    pub fn number(self) -> i32 {
+        self as i32
+    }
+
+    /// The code for a number; unknown numbers are [`ErrorCode::Generic`].
+    pub fn from_number(n: i32) -> ErrorCode {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.number() == n)
+            .unwrap_or(ErrorCode::Generic)
+    }
+
+    /// A short description.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorCode::Generic => "generic failure",
+            ErrorCode::InvalidArgument => "invalid argument",
+            ErrorCode::NotFound => "not found",
+            ErrorCode::NotOwner => "not owner",
+            ErrorCode::NotSupported => "not supported",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::CardRemoved => "card removed",
+            ErrorCode::DriverError => "driver or reader error",
+            ErrorCode::PermissionDenied => "permission denied",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Protocol => "protocol error",
+            ErrorCode::NotReady => "not ready",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description(), self.number())
+    }
+}
+
+/// One message: who it answers, what it is, and its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender's id for this message, increasing per connection and direction.
+    pub id: u32,
+    /// For a response: the id of the request it answers.
+    pub refid: Option<u32>,
+    /// The command name, e.g. `TakeCard`.
+    pub cmd: String,
+    /// The message's fields.
+    pub data: Group,
+}
+
+impl Envelope {
+    /// An envelope for a typed message.
+    pub fn new(id: u32, refid: Option<u32>, message: &impl Outgoing) -> Envelope {
+        Envelope {
+            id,
+            refid,
+            cmd: message.cmd().to_owned(),
+            data: message.to_data(),
+        }
+    }
+
+    /// The message as a group-format document (`ipc {}` and `data {}`).
+    pub fn to_document(&self) -> Group {
+        let mut ipc = Group::new("ipc");
+        ipc.set_char("id", self.id.to_string());
+        if let Some(refid) = self.refid {
+            ipc.set_char("refid", refid.to_string());
+        }
+        ipc.set_char("cmd", self.cmd.clone());
+        let mut data = self.data.clone();
+        data.name = "data".to_owned();
+        Group::root().with_group(ipc).with_group(data)
+    }
+
+    /// Reads an envelope from a parsed document.
+    pub fn from_document(mut doc: Group) -> Result<Envelope> {
+        let ipc = doc
+            .group("ipc")
+            .ok_or_else(|| Error::Envelope("no ipc group".into()))?;
+        let id = parse_id(ipc, "id").map_err(|e| Error::Envelope(e.within("ipc").to_string()))?;
+        let refid = match ipc.var("refid") {
+            None => None,
+            Some(_) => Some(
+                parse_id(ipc, "refid")
+                    .map_err(|e| Error::Envelope(e.within("ipc").to_string()))?,
+            ),
+        };
+        let cmd = ipc
+            .get_char("cmd")
+            .map_err(|e| Error::Envelope(e.within("ipc").to_string()))?
+            .to_owned();
+        if cmd.is_empty() {
+            return Err(Error::Envelope("ipc/cmd: empty".into()));
+        }
+        let data_pos = doc.entries.iter().position(
+            |e| matches!(e, crate::model::Entry::Group(g) if g.name.eq_ignore_ascii_case("data")),
+        );
+        let data = match data_pos.map(|p| doc.entries.swap_remove(p)) {
+            Some(crate::model::Entry::Group(g)) => g,
+            _ => Group::new("data"),
+        };
+        Ok(Envelope {
+            id,
+            refid,
+            cmd,
+            data,
+        })
+    }
+
+    /// Parses a frame body into an envelope.
+    pub fn decode(body: &[u8]) -> Result<Envelope> {
+        let doc = crate::parse::parse_bytes(body, &crate::parse::Limits::default())?;
+        Envelope::from_document(doc)
+    }
+
+    /// The compact group-format body of this message, ready to frame.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64 + self.data.entries.len() * 32);
+        crate::write::write_compact(&self.to_document(), &mut out);
+        Bytes::from(out)
+    }
+}
+
+fn parse_id(g: &Group, name: &str) -> std::result::Result<u32, FieldError> {
+    let text = g.get_char(name)?;
+    text.trim()
+        .parse::<u32>()
+        .map_err(|_| FieldError::invalid(name, format!("not a decimal id: '{text}'")))
+}
+
+/// Hands out the ids of the messages one side sends on a connection: 1, 2, 3, ...
+#[derive(Debug, Default)]
+pub struct IdCounter {
+    last: u32,
+}
+
+impl IdCounter {
+    /// A counter whose first id is 1.
+    pub fn new() -> Self {
+        IdCounter::default()
+    }
+
+    /// The next id.
+    pub fn next_id(&mut self) -> u32 {
+        self.last = self.last.wrapping_add(1);
+        self.last
+    }
+}
+
+/// Checks that the ids a peer sends strictly increase (PROTOCOL §3).
+#[derive(Debug, Default)]
+pub struct IdOrder {
+    last: Option<u32>,
+}
+
+impl IdOrder {
+    /// A checker that has seen nothing yet.
+    pub fn new() -> Self {
+        IdOrder::default()
+    }
+
+    /// Accepts `id` if it is greater than every id before it.
+    pub fn check(&mut self, id: u32) -> Result<()> {
+        match self.last {
+            Some(last) if id <= last => Err(Error::IdOrder { id, last }),
+            _ => {
+                self.last = Some(id);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip() {
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_number(c.number()), c);
+        }
+        assert_eq!(ErrorCode::from_number(99), ErrorCode::Generic);
+    }
+
+    #[test]
+    fn id_order_rejects_repeats_and_decreases() {
+        let mut order = IdOrder::new();
+        assert!(order.check(1).is_ok());
+        assert!(order.check(5).is_ok());
+        assert!(order.check(5).is_err());
+        assert!(order.check(4).is_err());
+        assert!(order.check(6).is_ok());
+    }
+
+    #[test]
+    fn envelope_document_round_trip() {
+        let env = Envelope {
+            id: 7,
+            refid: Some(3),
+            cmd: "TakeCard".into(),
+            data: Group::new("data").with_char("CardId", "0x0000002a"),
+        };
+        let back = Envelope::from_document(env.to_document()).expect("valid envelope");
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn envelope_errors_name_the_field() {
+        let doc = Group::root().with_group(Group::new("ipc").with_char("id", "x").with_char("cmd", "A"));
+        let e = Envelope::from_document(doc).expect_err("bad id");
+        assert_eq!(e.to_string(), "envelope: ipc/id: not a decimal id: 'x'");
+        let e = Envelope::from_document(Group::root()).expect_err("no ipc");
+        assert_eq!(e.code(), ErrorCode::Protocol);
+    }
+}

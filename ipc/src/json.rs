@@ -1,0 +1,1 @@
+//! A faithful JSON view of a document. PLACEHOLDER: being written.
