@@ -1,1 +1,156 @@
-//! Placeholder.
+//! What every chipcard driver is written on.
+//!
+//! A driver is a process that chipcardd starts as
+//! `chipcard-driver-TYPE --ipc-fd N --driver-id 0x0000000N`, with its end of a socketpair as
+//! descriptor `N` (chipcardd passes standard input, `--ipc-fd 0`). This crate speaks the
+//! driver side of PROTOCOL §5 on that socket; a driver only implements [`Backend`] and
+//! calls [`run`]:
+//!
+//! ```no_run
+//! use chipcard_driver::{Backend, DriverError, EventSink};
+//! use chipcard_ipc::message::DriverReader;
+//! use chipcard_ipc::{Group, ReaderId};
+//!
+//! struct Nothing;
+//!
+//! impl Backend for Nothing {
+//!     fn start(&mut self, _: &Group, _: EventSink) -> Result<Vec<DriverReader>, DriverError> {
+//!         Ok(Vec::new())
+//!     }
+//!     fn transmit(&mut self, r: ReaderId, _: i32, _: &[u8]) -> Result<Vec<u8>, DriverError> {
+//!         Err(DriverError::not_found(format!("no reader {r}")))
+//!     }
+//!     fn reset(&mut self, r: ReaderId, _: i32) -> Result<Vec<u8>, DriverError> {
+//!         Err(DriverError::not_found(format!("no reader {r}")))
+//!     }
+//!     fn stop(&mut self) {}
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     chipcard_driver::run(Nothing)
+//! }
+//! ```
+//!
+//! # The conversation
+//!
+//! 1. The server sends `DriverStart { DriverId; config {...} }`; the driver calls
+//!    [`Backend::start`] with the `config` group and answers `DriverReady` (`Code="OK"` and
+//!    the readers, or `Code="ERROR"`, `ErrorCode` and the text); the server answers
+//!    `DriverReadyResponse`.
+//! 2. `CardCommand` → [`Backend::transmit`] (or [`Backend::reader_command`] for
+//!    `target="reader"`) → `CardCommandResponse`; `ResetCard` → [`Backend::reset`] →
+//!    `ResetCardResponse`. A [`DriverError`] becomes the response's failed outcome with its
+//!    code. `Ping` → `PingResponse`.
+//! 3. [`Event`]s sent through the [`EventSink`] go out as `CardInserted`, `CardRemoved`,
+//!    `ReaderAdd`, `ReaderDel`, `ReaderError` pushes (no `refid`), after `DriverReady`.
+//! 4. `StopDriver`, or the server closing the socket: [`Backend::stop`], then exit 0.
+//!
+//! Every message sent has a strictly increasing id; a server message whose id does not
+//! increase, that does not parse, or that is unknown or malformed gets an `Error` reply with
+//! code 11, 2 or 5 and the driver goes on. A broken frame is answered with code 11 and ends
+//! the driver (exit 1).
+//!
+//! # Threads
+//!
+//! - The IPC side is one async task on a current-thread tokio runtime, the process's main
+//!   thread. It only reads, writes and routes; it never calls the backend.
+//! - The [`Backend`] is moved to a thread of its own and called there, one request at a
+//!   time, in the order the requests arrived. Its methods may block (PC/SC and CT-API calls
+//!   do). Requests travel to it over a channel; each answer comes back over a one-shot
+//!   channel, so while a slow `transmit` runs the IPC task keeps answering `Ping` (the
+//!   server's liveness check) and queueing requests.
+//! - Threads the backend starts (hotplug or card polling) hold clones of the [`EventSink`];
+//!   sending never blocks.
+//! - If the backend does not return from [`Backend::stop`] within [`STOP_TIMEOUT`] the
+//!   process exits anyway.
+//!
+//! # Logs
+//!
+//! [`run`] logs to standard error with `tracing`, filtered by `--log-level` or else
+//! `RUST_LOG` (default `info`), in a span carrying the `driver_id`. APDUs are logged at
+//! `trace`, with the data of PIN commands left out.
+#![deny(unsafe_code)]
+
+mod args;
+mod backend;
+mod error;
+mod fd;
+mod serve;
+mod worker;
+
+use std::process::ExitCode;
+
+use tracing::{error, info_span, Instrument};
+use tracing_subscriber::EnvFilter;
+
+pub use args::Args;
+pub use backend::{Backend, Event, EventReceiver, EventSink};
+pub use error::{DriverError, Error, Result};
+pub use fd::adopt_ipc_fd;
+pub use serve::{serve, Exit, STOP_TIMEOUT};
+
+/// The exit code after `StopDriver` or when the server went away.
+pub const EXIT_OK: u8 = 0;
+/// The exit code after a failure (start failed, protocol error, backend lost).
+pub const EXIT_FAILURE: u8 = 1;
+/// The exit code for a bad command line (as clap reports it).
+pub const EXIT_USAGE: u8 = 2;
+
+/// The whole life of a driver process: parses [`Args`] from the command line, sets up
+/// logging, adopts the IPC socket and [`serve`]s until the server stops the driver.
+///
+/// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
+/// standard error) or [`EXIT_USAGE`].
+pub fn run<B: Backend>(backend: B) -> ExitCode {
+    let args = match <Args as clap::Parser>::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(args.log_level.as_deref());
+    match run_with(&args, backend) {
+        Ok(_) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            error!(driver_id = %args.driver_id, "{e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
+/// current-thread runtime.
+pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
+    let stream = adopt_ipc_fd(args.ipc_fd)?;
+    stream.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let span = info_span!("driver", driver_id = %args.driver_id);
+    runtime.block_on(
+        async {
+            let stream = tokio::net::UnixStream::from_std(stream)?;
+            serve(stream, args.driver_id, backend).await
+        }
+        .instrument(span),
+    )
+}
+
+/// Logs to standard error: `filter` if given, else `RUST_LOG`, else `info`. Does nothing if
+/// a global subscriber is already set.
+pub fn init_logging(filter: Option<&str>) {
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
+            eprintln!("--log-level '{f}': {e}; using 'info'");
+            EnvFilter::new("info")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

@@ -1,0 +1,287 @@
+//! The control socket: insert and remove cards while the driver runs.
+//!
+//! A Unix stream socket taking one command per line and answering each with one line,
+//! `ok` or `error: WHY`:
+//!
+//! ```text
+//! insert READER SLOT ATRHEX
+//! remove READER SLOT
+//! ```
+//!
+//! READER is the reader's name and may contain blanks: the last tokens are SLOT (and ATR).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use tracing::{debug, info, warn};
+
+use crate::config::parse_hex;
+use crate::state::Shared;
+
+/// The longest command line accepted.
+const MAX_LINE: u64 = 4096;
+
+/// A command read from the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Put a card with this ATR into a slot.
+    Insert {
+        /// The reader's name.
+        reader: String,
+        /// The slot.
+        slot: i32,
+        /// The card's ATR.
+        atr: Vec<u8>,
+    },
+    /// Take the card out of a slot.
+    Remove {
+        /// The reader's name.
+        reader: String,
+        /// The slot.
+        slot: i32,
+    },
+}
+
+/// Splits off the last blank-separated token.
+fn last_token(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_end();
+    let (head, tail) = s.rsplit_once(char::is_whitespace)?;
+    Some((head.trim_end(), tail))
+}
+
+fn reader_and_slot(rest: &str, usage: &str) -> Result<(String, i32), String> {
+    let (reader, slot) = last_token(rest).ok_or_else(|| format!("usage: {usage}"))?;
+    let reader = reader.trim();
+    if reader.is_empty() {
+        return Err(format!("usage: {usage}"));
+    }
+    let slot = slot
+        .parse::<i32>()
+        .map_err(|_| format!("slot '{slot}' is not a number"))?;
+    Ok((reader.to_owned(), slot))
+}
+
+/// Parses one command line.
+pub fn parse_line(line: &str) -> Result<Command, String> {
+    let line = line.trim();
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    match word.to_ascii_lowercase().as_str() {
+        "insert" => {
+            const USAGE: &str = "insert READER SLOT ATRHEX";
+            if rest.split_whitespace().count() < 3 {
+                return Err(format!("usage: {USAGE}"));
+            }
+            let (rest, atr) = last_token(rest).ok_or_else(|| format!("usage: {USAGE}"))?;
+            let atr = parse_hex(atr).ok_or_else(|| format!("ATR '{atr}' is not hex"))?;
+            let (reader, slot) = reader_and_slot(rest, USAGE)?;
+            Ok(Command::Insert { reader, slot, atr })
+        }
+        "remove" => {
+            let (reader, slot) = reader_and_slot(rest, "remove READER SLOT")?;
+            Ok(Command::Remove { reader, slot })
+        }
+        "" => Err("empty command; expected insert or remove".into()),
+        other => Err(format!(
+            "unknown command '{other}'; expected insert or remove"
+        )),
+    }
+}
+
+/// The listening control socket and its thread.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Removes a stale socket at `path`; refuses a live one or anything that is not a socket.
+fn clear_stale(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a socket",
+        ));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process is listening on it",
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+impl ControlServer {
+    /// Creates the socket at `path` (removing a stale one) and serves it on a thread.
+    pub fn bind(path: &Path, state: Shared) -> io::Result<ControlServer> {
+        clear_stale(path)?;
+        let listener = UnixListener::bind(path)?;
+        info!(path = %path.display(), "control socket ready");
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = shutdown.clone();
+        let thread = thread::Builder::new().name("control".into()).spawn({
+            let span = tracing::Span::current();
+            move || span.in_scope(|| accept_loop(listener, state, flag))
+        })?;
+        Ok(ControlServer {
+            path: path.to_owned(),
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops listening and removes the socket file.
+    pub fn shutdown(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        // Wake the accept call; if that fails the thread ends with the process.
+        if UnixStream::connect(&self.path).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            warn!(path = %self.path.display(), error = %e, "cannot remove the control socket");
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+fn accept_loop(listener: UnixListener, state: Shared, shutdown: Arc<AtomicBool>) {
+    for stream in listener.incoming() {
+        if shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => {
+                let state = state.clone();
+                let span = tracing::Span::current();
+                let spawned = thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || {
+                        let _entered = span.enter();
+                        if let Err(e) = serve_connection(stream, &state) {
+                            debug!(error = %e, "control connection ended");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    warn!(error = %e, "cannot start a control connection thread");
+                }
+            }
+            Err(e) => warn!(error = %e, "control socket accept failed"),
+        }
+    }
+}
+
+fn serve_connection(stream: UnixStream, state: &Shared) -> io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        let n = reader.by_ref().take(MAX_LINE).read_line(&mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !line.ends_with('\n') && n as u64 >= MAX_LINE {
+            writeln!(writer, "error: line longer than {MAX_LINE} bytes")?;
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = parse_line(&line).and_then(|command| {
+            let mut state = state.lock();
+            match command {
+                Command::Insert { reader, slot, atr } => state.insert(&reader, slot, atr),
+                Command::Remove { reader, slot } => state.remove(&reader, slot),
+            }
+        });
+        match answer {
+            Ok(()) => writeln!(writer, "ok")?,
+            Err(why) => {
+                debug!(command = line.trim(), error = %why, "control command refused");
+                writeln!(writer, "error: {why}")?
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        let insert = |reader: &str, slot, atr: &[u8]| {
+            Ok(Command::Insert {
+                reader: reader.into(),
+                slot,
+                atr: atr.to_vec(),
+            })
+        };
+        let remove = |reader: &str, slot| {
+            Ok(Command::Remove {
+                reader: reader.into(),
+                slot,
+            })
+        };
+        let table: Vec<(&str, Result<Command, String>)> = vec![
+            ("insert r 0 3B00", insert("r", 0, &[0x3B, 0x00])),
+            (
+                "insert Emul Reader 1 1 3b0102\n",
+                insert("Emul Reader 1", 1, &[0x3B, 1, 2]),
+            ),
+            (
+                "  INSERT   two  blanks   0   3B00  ",
+                insert("two  blanks", 0, &[0x3B, 0]),
+            ),
+            ("remove Emul Reader 1 0", remove("Emul Reader 1", 0)),
+            ("remove r -1", remove("r", -1)),
+            ("insert r 0", Err("usage: insert READER SLOT ATRHEX".into())),
+            ("insert r x 3B00", Err("slot 'x' is not a number".into())),
+            ("insert r 0 3BZ", Err("ATR '3BZ' is not hex".into())),
+            ("insert", Err("usage: insert READER SLOT ATRHEX".into())),
+            ("remove 0", Err("usage: remove READER SLOT".into())),
+            (
+                "eject r 0",
+                Err("unknown command 'eject'; expected insert or remove".into()),
+            ),
+        ];
+        for (line, expected) in table {
+            assert_eq!(parse_line(line), expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn stale_sockets_are_replaced_and_files_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ctl");
+        // A stale socket: bound, then its listener dropped.
+        drop(UnixListener::bind(&path).expect("bind"));
+        let mut server = ControlServer::bind(&path, Shared::default()).expect("stale removed");
+        // A live one is refused.
+        assert!(ControlServer::bind(&path, Shared::default()).is_err());
+        server.shutdown();
+        assert!(!path.exists(), "socket removed on shutdown");
+        std::fs::write(&path, b"not a socket").expect("write");
+        let e = ControlServer::bind(&path, Shared::default()).expect_err("a file");
+        assert!(e.to_string().contains("not a socket"));
+    }
+}
