@@ -150,7 +150,13 @@ impl ControlServer {
                 let _ = thread.join();
             }
         }
-        if let Err(e) = std::fs::remove_file(&self.path) {
+        if let Err(e) = std::fs::remove_file(&self.path).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }) {
             warn!(path = %self.path.display(), error = %e, "cannot remove the control socket");
         }
     }

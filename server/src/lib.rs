@@ -1,0 +1,67 @@
+//! chipcardd: the chipcard server. It owns the readers and cards that out-of-process drivers
+//! report, and lets clients use them one at a time over a Unix socket (PROTOCOL.md).
+//!
+//! # Modules
+//!
+//! - [`config`]: the configuration file read into typed settings.
+//! - [`setup`]: from command-line options to a [`server::Setup`] (default config, PC/SC
+//!   detection, socket path, driver directory, card definitions).
+//! - [`socket`]: binding the client socket (stale files, mode, group).
+//! - [`server`]: the shared state and the accept loop.
+//! - [`client`]: one client connection (reader loop and writer task).
+//! - [`outbox`]: the bounded queue of messages to one client.
+//! - [`dispatch`]: what each client request does.
+//! - [`registry`]: the state — clients, drivers, readers, cards — and the events that change it.
+//! - [`lock`]: card ownership and the first-come-first-served queue of takers.
+//! - [`notify`]: `SetNotify` patterns and notification kinds.
+//! - [`wait`]: `StartWait` flag/mask matching.
+//! - [`driver`]: one driver process: spawn, handshake, connection loop, request routing.
+//! - [`supervisor`]: keeping a driver running (restart with backoff, give up).
+//! - `cardtypes`: which card definitions match an ATR.
+//!
+//! # Concurrency
+//!
+//! All state is one [`registry::CardRegistry`] behind one `std::sync::Mutex`
+//! ([`server::Shared::lock`]). It is never held across an `.await`: registry methods only
+//! change state and queue pushed messages without waiting. Tasks: one accept loop; per
+//! client a reader loop and a writer task, plus one task per request that must wait; per
+//! driver a supervisor task that runs the driver's connection loop.
+//!
+//! # A message's path, socket to driver and back
+//!
+//! A `CommandCard` frame arrives on the client's socket; [`client`]'s reader loop decodes
+//! it with `EnvelopeCodec`, checks the id order, reserves an answer slot in the client's
+//! [`outbox::Outbox`] and calls [`dispatch::handle`]. That looks the card up in the
+//! registry ([`registry::CardRegistry::owned_target`]: present? taken by this client?)
+//! and gets a [`registry::CardTarget`] — the driver's [`driver::DriverLink`], the driver's
+//! own reader id and the slot — then releases the lock and spawns a task that calls
+//! [`driver::DriverLink::call`] with a `CardCommand`. The driver's connection loop
+//! ([`driver::DriverProcess::serve`]) gives it an id, remembers the caller's oneshot under
+//! it and writes it to the driver's socketpair. The driver's `CardCommandResponse` comes back
+//! with that id as refid; the loop completes the oneshot, the request task builds the
+//! `CommandCardResponse` and puts it in the reserved slot; the client's writer task
+//! numbers it and writes it with the request's id as refid.
+//!
+//! Driver events (`CardInserted`, ...) take the other way: the driver's connection loop
+//! decodes them and calls the registry, which queues `Notification` and `CardAvailable`
+//! messages into the outboxes of the clients that asked for them.
+#![forbid(unsafe_code)]
+
+pub mod cardtypes;
+pub mod client;
+pub mod config;
+pub mod dispatch;
+pub mod driver;
+pub mod error;
+pub mod lock;
+pub mod notify;
+pub mod outbox;
+pub mod registry;
+pub mod server;
+pub mod setup;
+pub mod socket;
+pub mod supervisor;
+pub mod wait;
+
+pub use error::{Error, Result};
+pub use server::{Server, Setup};
