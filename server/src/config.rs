@@ -20,8 +20,8 @@ use chipcard_ipc::{FieldError, Group};
 
 use crate::error::{Error, Result};
 
-/// The built-in configuration (`server/default.conf`).
-pub const DEFAULT_CONFIG: &str = include_str!("../default.conf");
+/// The built-in configuration (`etc/chipcardd.conf`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../etc/chipcardd.conf");
 
 /// The configuration file read when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/chipcard/chipcardd.conf";
