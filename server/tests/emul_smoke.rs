@@ -1,8 +1,8 @@
 //! Smoke tests: chipcardd as a process, with the real `chipcard-driver-emul`, spoken to with
 //! the raw envelope codec over its Unix socket.
 //!
-//! The emul driver must be built next to chipcardd (`cargo build -p chipcard-driver-emul`);
-//! without it these tests print why and pass, unless `CHIPCARD_REQUIRE_DRIVERS` is set.
+//! The emul driver must be built next to chipcardd (`cargo build --workspace --bins`, which
+//! scripts/test runs); without it these tests fail saying so.
 //! chipcardd logs at `warn` to standard error; set `CHIPCARD_TEST_LOG=chipcardd=debug` to see
 //! more.
 
@@ -28,22 +28,18 @@ fn chipcardd() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_chipcardd"))
 }
 
-fn driver_dir() -> Option<PathBuf> {
-    let dir = chipcardd().parent()?.to_path_buf();
-    if dir.join("chipcard-driver-emul").exists() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var_os("CHIPCARD_REQUIRE_DRIVERS").is_none(),
-            "chipcard-driver-emul is not built in {}",
-            dir.display()
-        );
-        eprintln!(
-            "SKIPPED: chipcard-driver-emul is not built in {} (cargo build -p chipcard-driver-emul)",
-            dir.display()
-        );
-        None
-    }
+fn driver_dir() -> PathBuf {
+    let dir = chipcardd()
+        .parent()
+        .expect("chipcardd has a directory")
+        .to_path_buf();
+    assert!(
+        dir.join("chipcard-driver-emul").exists(),
+        "chipcard-driver-emul is not built in {}: run `cargo build --workspace --bins` first \
+         (scripts/test does)",
+        dir.display()
+    );
+    dir
 }
 
 struct Daemon {
@@ -297,7 +293,7 @@ fn first_card(list: &ListReadersResponse) -> CardId {
 
 #[tokio::test]
 async fn take_command_release_with_the_emul_driver() {
-    let Some(dir) = driver_dir() else { return };
+    let dir = driver_dir();
     let daemon = Daemon::start(&dir, "").await;
     let mut a = TestClient::ready(&daemon.socket).await;
     let list = a
@@ -405,7 +401,7 @@ async fn take_command_release_with_the_emul_driver() {
 
 #[tokio::test]
 async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection() {
-    let Some(dir) = driver_dir() else { return };
+    let dir = driver_dir();
     let daemon = Daemon::start(&dir, "").await;
     let mut early = TestClient::connect(&daemon.socket).await;
     let e = early.call_error(&ListReaders {}).await;
@@ -482,7 +478,7 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
 
 #[tokio::test]
 async fn inserts_removals_notifications_and_driver_restart() {
-    let Some(dir) = driver_dir() else { return };
+    let dir = driver_dir();
     let daemon = Daemon::start(&dir, "").await;
     let mut a = TestClient::ready(&daemon.socket).await;
     let list = a
@@ -589,7 +585,7 @@ async fn inserts_removals_notifications_and_driver_restart() {
 
 #[tokio::test]
 async fn a_hung_driver_is_killed_and_restarted() {
-    let Some(dir) = driver_dir() else { return };
+    let dir = driver_dir();
     let daemon = Daemon::start(&dir, "").await;
     let mut a = TestClient::ready(&daemon.socket).await;
     let list = a
@@ -636,7 +632,7 @@ async fn a_hung_driver_is_killed_and_restarted() {
 
 #[tokio::test]
 async fn a_driver_that_refuses_to_start_is_reported() {
-    let Some(dir) = driver_dir() else { return };
+    let dir = driver_dir();
     let tmp = tempfile::tempdir().expect("temp dir");
     let socket = tmp.path().join("s.sock");
     let config = format!(
