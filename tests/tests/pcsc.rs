@@ -1,0 +1,208 @@
+//! The PC/SC path end to end: clients → chipcardd → chipcard-driver-pcsc → a real, isolated
+//! pcscd → vsmartcard's vpcd reader → chipcard's virtual card.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chipcard_emulcard::{CardConfig, Pin};
+use chipcard_ipc::message::{
+    CommandCard, ListReaders, ReaderStatus, ReleaseCard, SetNotify, StartWait, TakeCard, ToClient,
+};
+use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_testlab::pcscd::{Pcscd, READER_0, READER_1};
+use chipcard_tests::{RawClient, Server, TIMEOUT};
+
+const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
+const VERIFY_1234: &[u8] = &[0x00, 0x20, 0x00, 0x01, 0x04, 0x31, 0x32, 0x33, 0x34];
+const VERIFY_STATUS: &[u8] = &[0x00, 0x20, 0x00, 0x01];
+
+fn config(pcscd: &Pcscd) -> String {
+    format!(
+        r#"
+server {{
+  socket="{{socket}}"
+  pingInterval="1000"
+}}
+driver {{
+  type="pcsc"
+  name="pcsc"
+  pcscdSocket="{}"
+  vars {{
+    kind="real pcscd"
+  }}
+}}
+"#,
+        pcscd.socket.display()
+    )
+}
+
+fn card_with_pin() -> CardConfig {
+    CardConfig::default().with_pin(Pin::from_text("1234").expect("valid PIN"), 3)
+}
+
+async fn readers(client: &mut RawClient) -> Vec<chipcard_ipc::message::ReaderInfo> {
+    match client.request(&ListReaders {}).await {
+        ToClient::ListReadersResponse(r) => r.readers,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn wait_for_card(client: &mut RawClient, reader: &str) -> CardId {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let found = readers(client)
+            .await
+            .into_iter()
+            .find(|r| r.reader_name == reader && r.status == ReaderStatus::Up)
+            .and_then(|r| r.cards.first().map(|c| c.card_id));
+        if let Some(card) = found {
+            return card;
+        }
+        assert!(Instant::now() < deadline, "no card appeared in {reader}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn apdu(client: &mut RawClient, card: CardId, apdu: &[u8]) -> Result<u16, ErrorCode> {
+    match client
+        .request(&CommandCard {
+            card_id: card,
+            data: Bytes::copy_from_slice(apdu),
+            target: None,
+        })
+        .await
+    {
+        ToClient::CommandCardResponse(r) => match (r.outcome.error, r.data) {
+            (None, Some(d)) if d.len() >= 2 => {
+                Ok(u16::from_be_bytes([d[d.len() - 2], d[d.len() - 1]]))
+            }
+            (None, other) => panic!("CommandCard OK without a status word: {other:?}"),
+            (Some(e), _) => Err(e),
+        },
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn take(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
+    match client
+        .request(&TakeCard {
+            card_id: card,
+            timeout: Some(5000),
+        })
+        .await
+    {
+        ToClient::TakeCardResponse(r) => r.outcome.error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn readers_cards_apdus_and_pin_reset_through_pcscd() {
+    let pcscd = Pcscd::start();
+    let server = Server::start(&config(&pcscd));
+    let mut a = RawClient::ready(&server.socket).await;
+    let mut b = RawClient::ready(&server.socket).await;
+
+    let names: Vec<String> = readers(&mut a)
+        .await
+        .into_iter()
+        .map(|r| r.reader_name)
+        .collect();
+    assert!(names.iter().any(|n| n == READER_0), "{names:?}");
+    assert!(names.iter().any(|n| n == READER_1), "{names:?}");
+
+    // Insert → CardAvailable at a waiting client.
+    assert!(matches!(
+        a.request(&StartWait::default()).await,
+        ToClient::StartWaitResponse(_)
+    ));
+    let inserted_at = Instant::now();
+    let card = pcscd.insert(card_with_pin());
+    let available = loop {
+        if let (env, ToClient::CardAvailable(c)) = a.next_message().await {
+            assert!(env.refid.is_none());
+            break c;
+        }
+    };
+    eprintln!(
+        "card insert → CardAvailable through pcscd: {:?}",
+        inserted_at.elapsed()
+    );
+    assert_eq!(available.reader_name, READER_0);
+    assert_eq!(available.driver_type, "pcsc");
+    assert_eq!(available.atr.to_vec(), chipcard_emulcard::default_atr());
+    let id = available.card_id;
+
+    // A's session verifies the PIN; B must not inherit it.
+    assert_eq!(take(&mut a, id).await, None);
+    assert_eq!(apdu(&mut a, id, SELECT_MF).await, Ok(0x9000));
+    assert_eq!(apdu(&mut a, id, VERIFY_1234).await, Ok(0x9000));
+    assert_eq!(apdu(&mut a, id, VERIFY_STATUS).await, Ok(0x9000));
+    match a.request(&ReleaseCard { card_id: id }).await {
+        ToClient::ReleaseCardResponse(r) => assert_eq!(r.outcome.error, None, "{r:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(take(&mut b, id).await, None);
+    let status = apdu(&mut b, id, VERIFY_STATUS).await.expect("status query");
+    assert_eq!(
+        status & 0xFFF0,
+        0x63C0,
+        "the release reset the card through PC/SC"
+    );
+
+    // Removal: B's next command answers 7.
+    card.remove().expect("card removed from vpcd");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match apdu(&mut b, id, SELECT_MF).await {
+            Err(ErrorCode::CardRemoved) => break,
+            Ok(_) | Err(_) => {
+                assert!(Instant::now() < deadline, "removal not noticed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn chipcardd_survives_pcscd_restart() {
+    let mut pcscd = Pcscd::start();
+    let server = Server::start(&config(&pcscd));
+    let mut watcher = RawClient::ready(&server.socket).await;
+    assert!(matches!(
+        watcher
+            .request(&SetNotify {
+                flags: vec!["card:*".into()]
+            })
+            .await,
+        ToClient::SetNotifyResponse(_)
+    ));
+    let _card = pcscd.insert(card_with_pin());
+    let first = wait_for_card(&mut watcher, READER_0).await;
+
+    pcscd.kill();
+    // The card goes away with pcscd.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, msg) = watcher.next_message().await;
+        if let ToClient::Notification(n) = msg {
+            if n.ncode == "removed" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no card:removed after pcscd died"
+        );
+    }
+    pcscd.launch();
+    let _card = pcscd.insert(card_with_pin());
+    let second = wait_for_card(&mut watcher, READER_0).await;
+    assert_ne!(first, second, "a card seen again gets a new id");
+    assert_eq!(take(&mut watcher, second).await, None);
+    assert_eq!(apdu(&mut watcher, second, SELECT_MF).await, Ok(0x9000));
+    assert_eq!(
+        apdu(&mut watcher, first, SELECT_MF).await,
+        Err(ErrorCode::CardRemoved)
+    );
+}
