@@ -97,9 +97,8 @@ impl FrameCodec {
                 continue;
             }
             if line.is_empty() {
-                let length = content_length.ok_or_else(|| {
-                    FrameError::MalformedHeader("no Content-Length".to_owned())
-                })?;
+                let length = content_length
+                    .ok_or_else(|| FrameError::MalformedHeader("no Content-Length".to_owned()))?;
                 src.advance(start);
                 return Ok(Some(length));
             }
@@ -251,7 +250,10 @@ impl Decoder for EnvelopeCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
-        Ok(self.frames.decode_eof(src)?.map(|body| self.envelope(&body)))
+        Ok(self
+            .frames
+            .decode_eof(src)?
+            .map(|body| self.envelope(&body)))
     }
 }
 
@@ -296,7 +298,10 @@ mod tests {
     fn decodes_crlf_and_bare_lf_and_any_case() {
         let input = b"POST /chipcard HTTP/1.1\r\nContent-length: 3\r\n\r\nabcPOST /chipcard HTTP/1.1\nX-Other: 1\nCONTENT-LENGTH:2\n\nde";
         let frames = decode_all(&mut FrameCodec::new(), input).expect("valid frames");
-        assert_eq!(frames, vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")]);
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")]
+        );
     }
 
     #[test]
@@ -314,25 +319,41 @@ mod tests {
                 frames.push(f);
             }
         }
-        assert_eq!(frames, vec![Bytes::from_static(b"one"), Bytes::new(), Bytes::from_static(b"three")]);
+        assert_eq!(
+            frames,
+            vec![
+                Bytes::from_static(b"one"),
+                Bytes::new(),
+                Bytes::from_static(b"three")
+            ]
+        );
     }
 
     #[test]
     fn oversized_body_is_refused_before_it_arrives() {
         let input = b"POST /chipcard HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n";
         let err = decode_all(&mut FrameCodec::new(), input).expect_err("too large");
-        assert!(matches!(err, Error::Frame(FrameError::BodyTooLarge { .. })), "{err}");
+        assert!(
+            matches!(err, Error::Frame(FrameError::BodyTooLarge { .. })),
+            "{err}"
+        );
         let input = b"POST /chipcard HTTP/1.1\r\nContent-Length: 300000\r\n\r\n";
         let mut buf = BytesMut::from(&input[..]);
         assert!(FrameCodec::new().decode(&mut buf).is_err());
-        assert!(buf.capacity() < 300_000, "no room was reserved for the body");
+        assert!(
+            buf.capacity() < 300_000,
+            "no room was reserved for the body"
+        );
     }
 
     #[test]
     fn header_limit_holds_without_newlines() {
         let input = vec![b'A'; MAX_HEADER + 1];
         let err = decode_all(&mut FrameCodec::new(), &input).expect_err("header too large");
-        assert!(matches!(err, Error::Frame(FrameError::HeaderTooLarge { .. })));
+        assert!(matches!(
+            err,
+            Error::Frame(FrameError::HeaderTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -346,18 +367,28 @@ mod tests {
             b"POST /chipcard HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         ] {
             let err = decode_all(&mut FrameCodec::new(), input).expect_err("malformed");
-            assert!(matches!(err, Error::Frame(FrameError::MalformedHeader(_))), "{err}");
+            assert!(
+                matches!(err, Error::Frame(FrameError::MalformedHeader(_))),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn truncated_frame_at_eof_is_an_error() {
-        let mut buf = BytesMut::from(&b"POST /chipcard HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"[..]);
+        let mut buf =
+            BytesMut::from(&b"POST /chipcard HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"[..]);
         let mut codec = FrameCodec::new();
         assert!(codec.decode(&mut buf).expect("incomplete").is_none());
-        assert!(matches!(codec.decode_eof(&mut buf), Err(Error::Frame(FrameError::Truncated))));
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(Error::Frame(FrameError::Truncated))
+        ));
         let mut empty = BytesMut::new();
-        assert!(FrameCodec::new().decode_eof(&mut empty).expect("clean end").is_none());
+        assert!(FrameCodec::new()
+            .decode_eof(&mut empty)
+            .expect("clean end")
+            .is_none());
     }
 
     #[test]

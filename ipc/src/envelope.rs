@@ -140,8 +140,7 @@ impl Envelope {
         let refid = match ipc.var("refid") {
             None => None,
             Some(_) => Some(
-                parse_id(ipc, "refid")
-                    .map_err(|e| Error::Envelope(e.within("ipc").to_string()))?,
+                parse_id(ipc, "refid").map_err(|e| Error::Envelope(e.within("ipc").to_string()))?,
             ),
         };
         let cmd = ipc
@@ -266,7 +265,8 @@ mod tests {
 
     #[test]
     fn envelope_errors_name_the_field() {
-        let doc = Group::root().with_group(Group::new("ipc").with_char("id", "x").with_char("cmd", "A"));
+        let doc =
+            Group::root().with_group(Group::new("ipc").with_char("id", "x").with_char("cmd", "A"));
         let e = Envelope::from_document(doc).expect_err("bad id");
         assert_eq!(e.to_string(), "envelope: ipc/id: not a decimal id: 'x'");
         let e = Envelope::from_document(Group::root()).expect_err("no ipc");

@@ -187,7 +187,9 @@ mod tests {
         assert_eq!(bool::read_field(&g, "taken").ok(), Some(true));
         let bad = Group::new("d").with_char("CardId", "card");
         assert_eq!(
-            CardId::read_field(&bad, "CardId").expect_err("bad").to_string(),
+            CardId::read_field(&bad, "CardId")
+                .expect_err("bad")
+                .to_string(),
             "CardId: not an id: 'card'"
         );
     }

@@ -78,7 +78,10 @@ mod tests {
         assert_eq!(CardId(42).to_string(), "0x0000002a");
         assert_eq!("0x0000002a".parse::<CardId>().ok(), Some(CardId(42)));
         assert_eq!("0X2A".parse::<CardId>().ok(), Some(CardId(42)));
-        assert_eq!("12345678".parse::<ServiceId>().ok(), Some(ServiceId(0x1234_5678)));
+        assert_eq!(
+            "12345678".parse::<ServiceId>().ok(),
+            Some(ServiceId(0x1234_5678))
+        );
         assert!("0x".parse::<CardId>().is_err());
         assert!("0x123456789".parse::<CardId>().is_err());
         assert!("zz".parse::<CardId>().is_err());

@@ -132,8 +132,7 @@ impl Group {
 
     /// The variable called `name` (any case).
     pub fn var(&self, name: &str) -> Option<&Variable> {
-        self.variables()
-            .find(|v| v.name.eq_ignore_ascii_case(name))
+        self.variables().find(|v| v.name.eq_ignore_ascii_case(name))
     }
 
     /// The variable called `name` (any case), for changing.
@@ -378,7 +377,9 @@ mod tests {
 
     #[test]
     fn lenient_int_and_bin_from_char() {
-        let g = Group::new("d").with_char("n", " 42 ").with_char("b", "0aFF");
+        let g = Group::new("d")
+            .with_char("n", " 42 ")
+            .with_char("b", "0aFF");
         assert_eq!(g.get_int("n").ok(), Some(42));
         assert_eq!(g.get_bin("b").ok().as_deref(), Some(&[0x0a, 0xff][..]));
     }
@@ -388,7 +389,10 @@ mod tests {
         let g = Group::new("r")
             .with_group(Group::new("reader").with_int("n", 1))
             .with_group(Group::new("Reader").with_int("n", 2));
-        let ns: Vec<i32> = g.groups("READER").filter_map(|r| r.get_int("n").ok()).collect();
+        let ns: Vec<i32> = g
+            .groups("READER")
+            .filter_map(|r| r.get_int("n").ok())
+            .collect();
         assert_eq!(ns, vec![1, 2]);
     }
 }

@@ -35,6 +35,9 @@ mod tests {
             default_socket_path(1000, Some(Path::new("/run/user/1000"))),
             PathBuf::from("/run/user/1000/chipcard/chipcardd.sock")
         );
-        assert_eq!(default_socket_path(1000, None), PathBuf::from(SYSTEM_SOCKET));
+        assert_eq!(
+            default_socket_path(1000, None),
+            PathBuf::from(SYSTEM_SOCKET)
+        );
     }
 }

@@ -6,34 +6,67 @@
 //! framing error is answered with `Error` code 11 (best effort) and the connection closes.
 //! When the connection ends the client leaves the registry: its cards are reset and handed
 //! to the next waiter, and its queued takes are dropped.
+//!
+//! Limits: at most `maxRequestsPerClient` requests of one client are in progress at once;
+//! while that many are, the client's socket is not read (back-pressure, nothing is
+//! refused). A client that stops in the middle of a frame for `clientIdleTimeout`, or
+//! leaves its full queue of answers unread that long, is disconnected. A client that is
+//! idle between frames is never timed out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chipcard_ipc::message::{ErrorResponse, ToClient};
 use chipcard_ipc::{ClientId, Envelope, EnvelopeCodec, ErrorCode, IdCounter, IdOrder};
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::outbox::{Outbound, Outbox};
 use crate::server::Shared;
 
-type Conn = Framed<UnixStream, EnvelopeCodec>;
+type Reader = FramedRead<OwnedReadHalf, EnvelopeCodec>;
+type Writer = FramedWrite<OwnedWriteHalf, EnvelopeCodec>;
+
+/// How long writing the refusal to a client over `maxClients` may take.
+const REFUSE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Answers a connection the server will not serve with `Error` code 1 and closes it.
+pub async fn refuse(stream: UnixStream, why: &str) {
+    let mut conn = FramedWrite::new(stream, EnvelopeCodec::new());
+    let msg: ToClient = ErrorResponse::new(ErrorCode::Generic, why).into();
+    let _ = tokio::time::timeout(REFUSE_LIMIT, conn.send(Envelope::new(1, None, &msg))).await;
+}
 
 /// Serves one client until it disconnects, breaks the protocol, or the server stops.
-pub async fn serve(shared: Arc<Shared>, stream: UnixStream) {
+/// `slot` is the client's place under `maxClients`, freed when it leaves.
+pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphorePermit) {
+    let _slot = slot;
     let closing = CancellationToken::new();
     let (outbox, rx) = Outbox::new(closing.clone());
-    let client = shared.lock().add_client(outbox.clone());
+    let peer = crate::access::Peer::of(&stream);
+    let client = shared.lock().add_client(outbox.clone(), peer.clone());
     let span = info_span!("client", client = %client);
     async move {
-        debug!("connected");
-        let (sink, stream) = Framed::new(stream, EnvelopeCodec::new()).split();
-        let writer = tokio::spawn(write_loop(sink, rx, closing.clone()).in_current_span());
+        match &peer {
+            Some(cred) => info!(
+                uid = cred.uid,
+                gid = cred.gid,
+                pid = cred.pid.unwrap_or(0),
+                "connected"
+            ),
+            None => info!("connected (peer credentials unknown)"),
+        }
+        let (read_half, write_half) = stream.into_split();
+        let sink = FramedWrite::new(write_half, EnvelopeCodec::new());
+        let stream = FramedRead::new(read_half, EnvelopeCodec::new());
+        let stall = shared.settings.client_idle_timeout;
+        let writer = tokio::spawn(write_loop(sink, rx, closing.clone(), stall).in_current_span());
         read_loop(&shared, client, stream, &outbox).await;
         let resets = shared.lock().remove_client(client);
         // At shutdown the drivers are stopping: nobody is left to hand the cards to.
@@ -56,19 +89,39 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     .await
 }
 
-async fn read_loop(
-    shared: &Arc<Shared>,
-    client: ClientId,
-    mut stream: SplitStream<Conn>,
-    outbox: &Outbox,
-) {
+async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, outbox: &Outbox) {
     let mut order = IdOrder::new();
+    let stall = shared.settings.client_idle_timeout;
+    let requests = Arc::new(Semaphore::new(
+        shared.settings.max_requests_per_client.max(1),
+    ));
+    let mut check = tokio::time::interval((stall / 4).max(Duration::from_millis(10)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A partial frame in the read buffer: its length and since when it has not grown.
+    let mut partial: Option<(usize, Instant)> = None;
     loop {
         let item = tokio::select! {
             _ = outbox.closing().cancelled() => return,
             _ = shared.shutdown.cancelled() => return,
             item = stream.next() => item,
+            _ = check.tick() => {
+                // `next` is cancel safe: the bytes read so far stay in the buffer.
+                let len = stream.read_buffer().len();
+                match partial {
+                    _ if len == 0 => partial = None,
+                    Some((seen, since)) if seen == len => {
+                        if since.elapsed() >= stall {
+                            warn!(bytes = len, "client stalled in the middle of a frame; closing");
+                            outbox.queue(None, protocol_error("incomplete frame timed out".into()));
+                            return;
+                        }
+                    }
+                    _ => partial = Some((len, Instant::now())),
+                }
+                continue;
+            }
         };
+        partial = None;
         let env = match item {
             None => return,
             Some(Err(e)) => {
@@ -88,7 +141,13 @@ async fn read_loop(
             outbox.queue(Some(env.id), protocol_error(e.to_string()));
             continue;
         }
-        let Some(reply) = outbox.reserve(env.id).await else {
+        // Back-pressure: wait for one of the client's requests to be answered.
+        let request = tokio::select! {
+            _ = outbox.closing().cancelled() => return,
+            _ = shared.shutdown.cancelled() => return,
+            permit = requests.clone().acquire_owned() => permit.ok(),
+        };
+        let Some(reply) = outbox.reserve(env.id, request, stall).await else {
             return;
         };
         crate::dispatch::handle(shared, client, env, reply);
@@ -100,9 +159,10 @@ fn protocol_error(text: String) -> ToClient {
 }
 
 async fn write_loop(
-    mut sink: SplitSink<Conn, Envelope>,
+    mut sink: Writer,
     mut rx: mpsc::Receiver<Outbound>,
     closing: CancellationToken,
+    stall: Duration,
 ) {
     let mut ids = IdCounter::new();
     loop {
@@ -113,11 +173,20 @@ async fn write_loop(
         };
         let Some(out) = next else { break };
         let env = Envelope::new(ids.next_id(), out.refid, &out.msg);
-        if let Err(e) = sink.send(env).await {
-            debug!(error = %e, "cannot write to client");
-            closing.cancel();
-            return;
+        // A client that does not read for `stall` is given up.
+        match tokio::time::timeout(stall, sink.send(env)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "cannot write to client");
+                closing.cancel();
+                return;
+            }
+            Err(_) => {
+                warn!("client does not read; disconnecting it");
+                closing.cancel();
+                return;
+            }
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(stall, SinkExt::<Envelope>::close(&mut sink)).await;
 }

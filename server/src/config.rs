@@ -3,7 +3,9 @@
 //! ```text
 //! server { socket="..." socketMode="0660" socketGroup="..." driverDir="..."
 //!          driverStartTimeout="10000" pingInterval="5000" pingTimeout="5000"
-//!          commandTimeout="60000" }
+//!          commandTimeout="60000" restartBackoff="1000" restartBackoffMax="60000"
+//!          restartMaxFailures="5" maxClients="256" maxRequestsPerClient="64"
+//!          clientIdleTimeout="30000" }
 //! cardDir="/etc/chipcard/cards"
 //! driver { type="emul" name="..." vars { ... } reader { ... } }   # repeated
 //! ```
@@ -62,6 +64,20 @@ pub struct ServerConfig {
     pub ping_timeout: Duration,
     /// `commandTimeout` (ms): how long a card command or reset may take in the driver.
     pub command_timeout: Duration,
+    /// `restartBackoff` (ms): the first delay before a stopped driver is restarted.
+    pub restart_backoff: Duration,
+    /// `restartBackoffMax` (ms): the longest restart delay (the delay doubles up to it).
+    pub restart_backoff_max: Duration,
+    /// `restartMaxFailures`: failed starts in a row after which a driver is given up.
+    pub restart_max_failures: u32,
+    /// `maxClients`: connections served at once; more are answered `Error` 1 and closed.
+    pub max_clients: usize,
+    /// `maxRequestsPerClient`: requests of one client in progress at once; the client's
+    /// further requests are not read until one is answered (back-pressure).
+    pub max_requests_per_client: usize,
+    /// `clientIdleTimeout` (ms): how long a client may stall in the middle of a frame, or
+    /// leave its full queue of answers unread, before it is disconnected.
+    pub client_idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +91,12 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_millis(5_000),
             ping_timeout: Duration::from_millis(5_000),
             command_timeout: Duration::from_millis(60_000),
+            restart_backoff: Duration::from_millis(1_000),
+            restart_backoff_max: Duration::from_millis(60_000),
+            restart_max_failures: 5,
+            max_clients: 256,
+            max_requests_per_client: 64,
+            client_idle_timeout: Duration::from_millis(30_000),
         }
     }
 }
@@ -153,6 +175,12 @@ const SERVER_KEYS: &[&str] = &[
     "pingInterval",
     "pingTimeout",
     "commandTimeout",
+    "restartBackoff",
+    "restartBackoffMax",
+    "restartMaxFailures",
+    "maxClients",
+    "maxRequestsPerClient",
+    "clientIdleTimeout",
 ];
 
 impl Config {
@@ -240,6 +268,22 @@ impl ServerConfig {
                 })?
             }
         };
+        let restart_backoff = millis(g, "restartBackoff", defaults.restart_backoff, false)?;
+        let restart_backoff_max =
+            millis(g, "restartBackoffMax", defaults.restart_backoff_max, false)?;
+        if restart_backoff_max < restart_backoff {
+            return Err(ConfigError::new(
+                "restartBackoffMax",
+                "less than restartBackoff",
+            ));
+        }
+        let restart_max_failures = count(g, "restartMaxFailures", defaults.restart_max_failures)?;
+        let max_clients = count(g, "maxClients", defaults.max_clients as u32)? as usize;
+        let max_requests_per_client = count(
+            g,
+            "maxRequestsPerClient",
+            defaults.max_requests_per_client as u32,
+        )? as usize;
         Ok(ServerConfig {
             socket: non_empty_path(g, "socket")?,
             socket_mode,
@@ -257,6 +301,17 @@ impl ServerConfig {
             ping_interval: millis(g, "pingInterval", defaults.ping_interval, true)?,
             ping_timeout: millis(g, "pingTimeout", defaults.ping_timeout, false)?,
             command_timeout: millis(g, "commandTimeout", defaults.command_timeout, false)?,
+            restart_backoff,
+            restart_backoff_max,
+            restart_max_failures,
+            max_clients,
+            max_requests_per_client,
+            client_idle_timeout: millis(
+                g,
+                "clientIdleTimeout",
+                defaults.client_idle_timeout,
+                false,
+            )?,
         })
     }
 }
@@ -318,6 +373,18 @@ fn non_empty_path(g: &Group, key: &str) -> Result<Option<PathBuf>, ConfigError> 
     Ok(g.opt_char(key)?
         .filter(|s| !s.is_empty())
         .map(PathBuf::from))
+}
+
+/// A positive count (at least 1).
+fn count(g: &Group, key: &str, default: u32) -> Result<u32, ConfigError> {
+    match g.opt_int(key)? {
+        None => Ok(default),
+        Some(n) if n >= 1 => Ok(n.unsigned_abs()),
+        Some(n) => Err(ConfigError::new(
+            key,
+            format!("{n} is not a positive count"),
+        )),
+    }
 }
 
 fn millis(g: &Group, key: &str, default: Duration, zero_ok: bool) -> Result<Duration, ConfigError> {
@@ -462,6 +529,39 @@ mod tests {
             );
         let e = Config::from_group(&dup).expect_err("duplicate");
         assert_eq!(e.key, "driver[1]/name");
+    }
+
+    #[test]
+    fn restart_keys_are_read_and_checked() {
+        let server = Group::new("server")
+            .with_int("restartBackoff", 50)
+            .with_int("restartBackoffMax", 200)
+            .with_int("restartMaxFailures", 2);
+        let c = Config::from_group(&doc().with_group(server)).expect("valid");
+        assert_eq!(c.server.restart_backoff, Duration::from_millis(50));
+        assert_eq!(c.server.restart_backoff_max, Duration::from_millis(200));
+        assert_eq!(c.server.restart_max_failures, 2);
+        let limits = Group::new("server")
+            .with_int("maxClients", 3)
+            .with_int("maxRequestsPerClient", 4)
+            .with_int("clientIdleTimeout", 500);
+        let c = Config::from_group(&doc().with_group(limits)).expect("valid");
+        assert_eq!(c.server.max_clients, 3);
+        assert_eq!(c.server.max_requests_per_client, 4);
+        assert_eq!(c.server.client_idle_timeout, Duration::from_millis(500));
+        let bad = [
+            Group::new("server").with_int("restartMaxFailures", 0),
+            Group::new("server")
+                .with_int("restartBackoff", 500)
+                .with_int("restartBackoffMax", 100),
+            Group::new("server").with_int("restartBackoff", 0),
+            Group::new("server").with_int("maxClients", 0),
+            Group::new("server").with_int("maxRequestsPerClient", -1),
+            Group::new("server").with_int("clientIdleTimeout", 0),
+        ];
+        for g in bad {
+            assert!(Config::from_group(&doc().with_group(g)).is_err());
+        }
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub fn handle(shared: &Arc<Shared>, client: ClientId, env: Envelope, reply: Repl
         }
     };
     debug!(cmd = msg.cmd(), id = env.id, "request");
+    if let Some(card) = card_of(&msg) {
+        if let Err(f) = shared.lock().check_access(card, client) {
+            info!(cmd = msg.cmd(), card = %card, "permission denied");
+            reply.send(ErrorResponse::new(f.code, f.text));
+            return;
+        }
+    }
     match msg {
         FromClient::ClientReady(m) => {
             shared.lock().client_ready(client, &m.application);
@@ -90,7 +97,7 @@ pub fn handle(shared: &Arc<Shared>, client: ClientId, env: Envelope, reply: Repl
             });
         }
         FromClient::ListReaders(_) => {
-            let list = shared.lock().list_readers();
+            let list = shared.lock().list_readers(client);
             reply.send(list);
         }
         FromClient::CardCheck(m) => {
@@ -140,6 +147,20 @@ pub fn handle(shared: &Arc<Shared>, client: ClientId, env: Envelope, reply: Repl
                 "services are not supported yet",
             ));
         }
+    }
+}
+
+/// The card a request names, if any: requests on a card the client may not use are
+/// answered `Error` code 9 before anything else happens.
+fn card_of(msg: &FromClient) -> Option<chipcard_ipc::CardId> {
+    match msg {
+        FromClient::CardCheck(m) => Some(m.card_id),
+        FromClient::GetDriverVar(m) => Some(m.card_id),
+        FromClient::TakeCard(m) => Some(m.card_id),
+        FromClient::ReleaseCard(m) => Some(m.card_id),
+        FromClient::CommandCard(m) => Some(m.card_id),
+        FromClient::CardReset(m) => Some(m.card_id),
+        _ => None,
     }
 }
 

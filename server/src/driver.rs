@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
@@ -31,6 +32,16 @@ use crate::server::Shared;
 
 /// How many requests may wait for a driver connection to send them.
 const CALL_QUEUE: usize = 64;
+
+/// The environment variables a driver process inherits; all others are removed.
+pub const DRIVER_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "PCSCLITE_CSOCK_NAME",
+];
 
 /// How long a driver has to exit after `StopDriver`, or after being killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -146,13 +157,29 @@ pub struct DriverProcess {
 
 impl DriverProcess {
     /// Starts `program --ipc-fd 0 --driver-id 0x...` with its end of a socketpair as stdin.
-    pub fn spawn(program: &Path, id: DriverId) -> Result<DriverProcess> {
+    /// With `run_as` (uid, gid) the process gets that user and group (and no supplementary
+    /// groups: the standard library drops them when it changes the uid as root).
+    pub fn spawn(
+        program: &Path,
+        id: DriverId,
+        run_as: Option<(u32, u32)>,
+    ) -> Result<DriverProcess> {
         let spawn_error = |source| Error::SpawnDriver {
             program: program.to_owned(),
             source,
         };
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
         let mut command = Command::new(program);
+        // Drivers get a scrubbed environment: only the variables in `DRIVER_ENV` pass.
+        command.env_clear();
+        for key in DRIVER_ENV {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        if let Some((uid, gid)) = run_as {
+            command.uid(uid).gid(gid);
+        }
         command
             .arg("--ipc-fd")
             .arg("0")
@@ -246,10 +273,11 @@ impl DriverProcess {
         link: &mut LinkEnd,
         pinging: Pinging,
         settled: Settled,
+        stop: &CancellationToken,
     ) -> Ending {
         let mut pending: HashMap<u32, oneshot::Sender<FromDriver>> = HashMap::new();
         let ending = self
-            .serve_loop(shared, id, link, pinging, &mut pending, settled)
+            .serve_loop(shared, id, link, pinging, &mut pending, settled, stop)
             .await;
         if !matches!(ending, Ending::Shutdown) {
             let why = ending.to_string();
@@ -263,6 +291,7 @@ impl DriverProcess {
         ending
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn serve_loop(
         &mut self,
         shared: &Shared,
@@ -271,6 +300,7 @@ impl DriverProcess {
         pinging: Pinging,
         pending: &mut HashMap<u32, oneshot::Sender<FromDriver>>,
         mut settled: Settled,
+        stop: &CancellationToken,
     ) -> Ending {
         let ping_every = if pinging.interval.is_zero() {
             Duration::from_secs(24 * 3600)
@@ -290,7 +320,7 @@ impl DriverProcess {
         loop {
             let ping_deadline = ping.map(|(_, at)| at);
             tokio::select! {
-                _ = shared.shutdown.cancelled() => {
+                _ = stop.cancelled() => {
                     self.stop().await;
                     return Ending::Shutdown;
                 }

@@ -4,6 +4,7 @@
 //! # Modules
 //!
 //! - [`config`]: the configuration file read into typed settings.
+//! - [`access`]: peer credentials and the per-reader allow lists.
 //! - [`setup`]: from command-line options to a [`server::Setup`] (default config, PC/SC
 //!   detection, socket path, driver directory, card definitions).
 //! - [`socket`]: binding the client socket (stale files, mode, group).
@@ -17,6 +18,7 @@
 //! - [`wait`]: `StartWait` flag/mask matching.
 //! - [`driver`]: one driver process: spawn, handshake, connection loop, request routing.
 //! - [`supervisor`]: keeping a driver running (restart with backoff, give up).
+//! - [`systemd`]: readiness notification (`$NOTIFY_SOCKET`).
 //! - `cardtypes`: which card definitions match an ATR.
 //!
 //! # Concurrency
@@ -45,14 +47,29 @@
 //! Driver events (`CardInserted`, ...) take the other way: the driver's connection loop
 //! decodes them and calls the registry, which queues `Notification` and `CardAvailable`
 //! messages into the outboxes of the clients that asked for them.
-#![forbid(unsafe_code)]
+//!
+//! # Limits and faults
+//!
+//! Clients: `maxClients` in the accept loop; per client at most `maxRequestsPerClient`
+//! requests in progress (back-pressure), 256 queued messages, and `clientIdleTimeout` for a
+//! stalled frame or unread answers ([`client`]). Drivers: restarted with backoff when they
+//! die, hang or break the protocol ([`supervisor`]). Readers may be restricted to users and
+//! groups ([`access`]). SIGHUP reloads the drivers ([`server::Reload`]). docs/security.md
+//! lists every limit and where it is enforced.
 
+// One function (`systemd::adopt_listen_fd`) needs `unsafe` to take ownership of the
+// socket-activation descriptor; everything else is safe code.
+#![deny(unsafe_code)]
+
+pub mod access;
 pub mod cardtypes;
 pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod driver;
 pub mod error;
+#[doc(hidden)]
+pub mod harness;
 pub mod lock;
 pub mod notify;
 pub mod outbox;
@@ -61,6 +78,7 @@ pub mod server;
 pub mod setup;
 pub mod socket;
 pub mod supervisor;
+pub mod systemd;
 pub mod wait;
 
 pub use error::{Error, Result};

@@ -8,6 +8,11 @@
 //! The server always runs in the foreground (a service manager such as systemd runs it);
 //! `--foreground` is accepted for clarity. Exit status: 0 after a clean shutdown (SIGTERM,
 //! SIGINT) or a valid `check-config`; 1 on any error, printed as one line on stderr.
+//!
+//! SIGHUP reloads the configuration file: drivers whose group changed are restarted, new
+//! ones started, removed ones stopped; clients stay connected. With `$NOTIFY_SOCKET` set
+//! (systemd `Type=notify`) readiness is reported, and with `$LISTEN_PID`/`$LISTEN_FDS`
+//! (socket activation) the client socket is fd 3 (see `chipcardd::systemd`).
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -16,8 +21,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chipcardd::config::Config;
+use chipcardd::server::Reload;
 use chipcardd::setup::{self, Options};
-use chipcardd::Server;
+use chipcardd::{systemd, Server};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -66,6 +72,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
         return Ok(check_config(file));
     }
     init_logging(cli.log_level.as_deref())?;
+    // Before any other thread exists: adopting fd 3 and clearing LISTEN_* need that.
+    let activated = systemd::activated_listener()?;
     let _ = cli.foreground;
     let options = Options {
         config: cli.config,
@@ -77,8 +85,22 @@ fn try_main() -> anyhow::Result<ExitCode> {
         .context("cannot start the runtime")?;
     runtime.block_on(async {
         let setup = setup::resolve(&options)?;
-        let server = Server::bind(setup)?;
-        server.run(shutdown_signal()).await?;
+        let server = Server::bind_with(setup, activated)?;
+        let reload = Reload {
+            requests: reload_requests(),
+            load: Box::new(move || Ok(setup::resolve(&options)?.config)),
+        };
+        let ready: Box<dyn FnOnce() + Send> = Box::new(|| systemd::notify_or_warn("READY=1"));
+        server
+            .run_with(
+                async {
+                    shutdown_signal().await;
+                    systemd::notify_or_warn("STOPPING=1");
+                },
+                Some(reload),
+                Some(ready),
+            )
+            .await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -111,6 +133,25 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
+}
+
+/// A message for every SIGHUP (several pending ones count as one).
+fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    systemd::notify_or_warn("RELOADING=1");
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; no reloads"),
+    }
+    rx
 }
 
 async fn shutdown_signal() {

@@ -7,7 +7,9 @@
 //! held. A client whose queue is full for a push is too slow to keep up and is disconnected.
 
 use chipcard_ipc::message::ToClient;
-use tokio::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -54,12 +56,28 @@ impl Outbox {
         }
     }
 
-    /// Reserves a slot for the answer to request `refid`, waiting while the queue is full.
-    /// `None` when the connection is closing.
-    pub async fn reserve(&self, refid: u32) -> Option<Reply> {
+    /// Reserves a slot for the answer to request `refid`, waiting while the queue is full,
+    /// but at most `stall`: a client that leaves its full queue unread that long is
+    /// disconnected. `request` (the client's in-progress request slot) is held until the
+    /// answer is sent. `None` when the connection is closing.
+    pub async fn reserve(
+        &self,
+        refid: u32,
+        request: Option<OwnedSemaphorePermit>,
+        stall: Duration,
+    ) -> Option<Reply> {
         tokio::select! {
             _ = self.closing.cancelled() => None,
-            permit = self.tx.clone().reserve_owned() => permit.ok().map(|permit| Reply { permit, refid }),
+            _ = tokio::time::sleep(stall) => {
+                warn!("client does not read its answers; disconnecting it");
+                self.closing.cancel();
+                None
+            }
+            permit = self.tx.clone().reserve_owned() => permit.ok().map(|permit| Reply {
+                permit,
+                refid,
+                _request: request,
+            }),
         }
     }
 
@@ -74,6 +92,8 @@ impl Outbox {
 pub struct Reply {
     permit: mpsc::OwnedPermit<Outbound>,
     refid: u32,
+    /// The client's in-progress request slot, freed with the answer.
+    _request: Option<OwnedSemaphorePermit>,
 }
 
 impl Reply {

@@ -16,6 +16,7 @@ use chipcard_ipc::message::{
 use chipcard_ipc::{CardId, ClientId, DriverId, ErrorCode, Group, ReaderId};
 use tracing::{info, warn};
 
+use crate::access::{DriverAccess, Peer};
 use crate::cardtypes::CardTypeRegistry;
 use crate::config::DriverConfig;
 use crate::driver::DriverLink;
@@ -61,6 +62,8 @@ impl Counter {
 #[derive(Debug)]
 pub struct ClientEntry {
     outbox: Outbox,
+    /// The socket's peer credentials, taken at connect.
+    peer: Option<Peer>,
     ready: bool,
     application: String,
     notify: NotifyPatterns,
@@ -81,6 +84,7 @@ struct DriverEntry {
     name: String,
     driver_type: String,
     vars: Group,
+    access: DriverAccess,
     link: Option<DriverLink>,
     state: DriverState,
 }
@@ -169,8 +173,18 @@ impl CardRegistry {
     // ----- notifications -----
 
     fn notify(&self, kind: Kind, code: &str, data: Group) {
+        self.notify_about(kind, code, data, None);
+    }
+
+    /// Notifies the clients that asked for `kind:code` and (for a reader's or card's event)
+    /// may see `reader`.
+    fn notify_about(&self, kind: Kind, code: &str, data: Group, reader: Option<ReaderId>) {
         for (id, client) in &self.clients {
-            if client.ready && client.notify.wants(kind, code) {
+            let visible = match reader {
+                None => true,
+                Some(rid) => self.may_use(client, rid),
+            };
+            if client.ready && visible && client.notify.wants(kind, code) {
                 client.outbox.push(Notification {
                     client_id: *id,
                     ntype: kind.as_str().to_owned(),
@@ -264,12 +278,13 @@ impl CardRegistry {
     // ----- clients -----
 
     /// A new connection; it is not ready until `ClientReady`.
-    pub fn add_client(&mut self, outbox: Outbox) -> ClientId {
+    pub fn add_client(&mut self, outbox: Outbox, peer: Option<Peer>) -> ClientId {
         let id = ClientId(self.client_ids.next());
         self.clients.insert(
             id,
             ClientEntry {
                 outbox,
+                peer,
                 ready: false,
                 application: String::new(),
                 notify: NotifyPatterns::default(),
@@ -316,7 +331,8 @@ impl CardRegistry {
             let matches = self
                 .readers
                 .get(&card.reader_id)
-                .is_some_and(|r| filter.matches(&r.flags));
+                .is_some_and(|r| filter.matches(&r.flags))
+                && self.may_use(entry, card.reader_id);
             if matches {
                 if let Some(msg) = self.card_available(*id, card) {
                     entry.outbox.push(msg);
@@ -376,11 +392,39 @@ impl CardRegistry {
                 name: config.name.clone(),
                 driver_type: config.driver_type.clone(),
                 vars: config.vars(),
+                access: DriverAccess::from_config(&config.group),
                 link: None,
                 state: DriverState::Down,
             },
         );
         id
+    }
+
+    /// A driver's configuration changed (on reload); its id stays.
+    pub fn update_driver(&mut self, id: DriverId, config: &DriverConfig) {
+        if let Some(d) = self.drivers.get_mut(&id) {
+            d.name = config.name.clone();
+            d.driver_type = config.driver_type.clone();
+            d.vars = config.vars();
+            d.access = DriverAccess::from_config(&config.group);
+        }
+    }
+
+    /// A driver left the configuration (on reload): its readers are deleted and it is
+    /// forgotten. It must be down already.
+    pub fn remove_driver(&mut self, id: DriverId) {
+        let readers: Vec<ReaderId> = self
+            .readers
+            .iter()
+            .filter(|(_, r)| r.driver_id == id)
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in readers {
+            self.remove_cards_in(rid, None, ErrorCode::CardRemoved, "driver removed");
+            self.notify_about(Kind::Reader, "del", self.reader_data(rid, None), Some(rid));
+            self.readers.remove(&rid);
+        }
+        self.drivers.remove(&id);
     }
 
     /// The driver's process was started.
@@ -426,7 +470,7 @@ impl CardRegistry {
                 status: ReaderStatus::Up,
             },
         );
-        self.notify(Kind::Reader, code, self.reader_data(id, None));
+        self.notify_about(Kind::Reader, code, self.reader_data(id, None), Some(id));
     }
 
     /// The driver's process ended or its connection closed: its readers go down and its
@@ -450,7 +494,12 @@ impl CardRegistry {
             if let Some(r) = self.readers.get_mut(&rid) {
                 r.status = ReaderStatus::Down;
             }
-            self.notify(Kind::Reader, "down", self.reader_data(rid, Some(info)));
+            self.notify_about(
+                Kind::Reader,
+                "down",
+                self.reader_data(rid, Some(info)),
+                Some(rid),
+            );
         }
         if was_up {
             self.notify(Kind::Driver, "down", self.driver_data(id, Some(info)));
@@ -484,7 +533,7 @@ impl CardRegistry {
         };
         self.remove_cards_in(rid, None, ErrorCode::CardRemoved, "reader removed");
         info!(driver = %driver_id, reader = %rid, "reader removed");
-        self.notify(Kind::Reader, "del", self.reader_data(rid, None));
+        self.notify_about(Kind::Reader, "del", self.reader_data(rid, None), Some(rid));
         self.readers.remove(&rid);
     }
 
@@ -499,7 +548,12 @@ impl CardRegistry {
         if let Some(r) = self.readers.get_mut(&rid) {
             r.status = ReaderStatus::Error;
         }
-        self.notify(Kind::Reader, "error", self.reader_data(rid, Some(text)));
+        self.notify_about(
+            Kind::Reader,
+            "error",
+            self.reader_data(rid, Some(text)),
+            Some(rid),
+        );
     }
 
     /// Driver event `CardInserted`: a new card id, and `CardAvailable` to matching waiters.
@@ -531,7 +585,12 @@ impl CardRegistry {
         };
         info!(driver = %driver_id, reader = %rid, card = %id, slot = ev.slot,
               atr = %hex_upper(&card.atr), "card inserted");
-        self.notify(Kind::Card, "inserted", self.card_data(id, &card, None));
+        self.notify_about(
+            Kind::Card,
+            "inserted",
+            self.card_data(id, &card, None),
+            Some(rid),
+        );
         let flags = self
             .readers
             .get(&rid)
@@ -539,7 +598,9 @@ impl CardRegistry {
             .unwrap_or_default();
         if let Some(msg) = self.card_available(id, &card) {
             for client in self.clients.values() {
-                if client.wait.as_ref().is_some_and(|w| w.matches(&flags)) {
+                if client.wait.as_ref().is_some_and(|w| w.matches(&flags))
+                    && self.may_use(client, rid)
+                {
                     client.outbox.push(msg.clone());
                 }
             }
@@ -580,7 +641,12 @@ impl CardRegistry {
         };
         card.lock.fail_all(code);
         info!(card = %id, reader = %card.reader_id, why = info, "card removed");
-        self.notify(Kind::Card, "removed", self.card_data(id, &card, Some(info)));
+        self.notify_about(
+            Kind::Card,
+            "removed",
+            self.card_data(id, &card, Some(info)),
+            Some(card.reader_id),
+        );
     }
 
     // ----- cards -----
@@ -707,11 +773,23 @@ impl CardRegistry {
             })
     }
 
-    /// Every reader with its cards.
-    pub fn list_readers(&self) -> ListReadersResponse {
+    /// Every reader `client` may use, with its cards.
+    pub fn list_readers(&self, client: ClientId) -> ListReadersResponse {
+        let entry = self.clients.get(&client);
+        self.list_where(|rid| entry.is_some_and(|c| self.may_use(c, rid)))
+    }
+
+    /// Every reader, with its cards (for tests).
+    #[cfg(test)]
+    fn list_all(&self) -> ListReadersResponse {
+        self.list_where(|_| true)
+    }
+
+    fn list_where(&self, keep: impl Fn(ReaderId) -> bool) -> ListReadersResponse {
         let readers = self
             .readers
             .iter()
+            .filter(|(rid, _)| keep(**rid))
             .map(|(rid, r)| ReaderInfo {
                 reader_id: *rid,
                 reader_name: r.name.clone(),
@@ -741,6 +819,32 @@ impl CardRegistry {
             })
             .collect();
         ListReadersResponse { readers }
+    }
+
+    /// True when `client` may use the reader `rid` (see [`crate::access`]).
+    fn may_use(&self, client: &ClientEntry, rid: ReaderId) -> bool {
+        let Some(reader) = self.readers.get(&rid) else {
+            return false;
+        };
+        self.drivers
+            .get(&reader.driver_id)
+            .is_some_and(|d| d.access.allows(&reader.name, client.peer.as_ref()))
+    }
+
+    /// Whether `client` may use card `id`: `Ok` also for unknown cards (the request itself
+    /// then says "not found" or "removed"); code 9 for a card in a reader it may not use.
+    pub fn check_access(&self, id: CardId, client: ClientId) -> Result<(), Failure> {
+        let (Some(card), Some(entry)) = (self.cards.get(&id), self.clients.get(&client)) else {
+            return Ok(());
+        };
+        if self.may_use(entry, card.reader_id) {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                ErrorCode::PermissionDenied,
+                "permission denied for this card's reader",
+            ))
+        }
     }
 
     /// The links of all running drivers.
@@ -799,7 +903,7 @@ mod tests {
 
     fn ready_client(reg: &mut CardRegistry) -> (ClientId, mpsc::Receiver<Outbound>) {
         let (outbox, rx) = Outbox::new(CancellationToken::new());
-        let id = reg.add_client(outbox);
+        let id = reg.add_client(outbox, None);
         reg.client_ready(id, "test");
         (id, rx)
     }
@@ -823,6 +927,66 @@ mod tests {
             vec![reader(0, "keypad", &["KEYPAD"]), reader(1, "plain", &[])],
         );
         (reg, d)
+    }
+
+    #[test]
+    fn readers_a_client_may_not_use_are_hidden_and_their_cards_denied() {
+        let mut reg = CardRegistry::new(CardTypeRegistry::embedded());
+        let config = DriverConfig {
+            driver_type: "emul".into(),
+            name: "emul".into(),
+            group: Group::new("config").with_group(
+                Group::new("reader")
+                    .with_char("name", "locked")
+                    .with_char("allowUsers", "1000"),
+            ),
+        };
+        let d = reg.add_driver(&config);
+        let (link, _end) = crate::driver::link();
+        reg.driver_ready(
+            d,
+            link,
+            vec![reader(0, "locked", &[]), reader(1, "open", &[])],
+        );
+        let client = |reg: &mut CardRegistry, uid| {
+            let (outbox, rx) = Outbox::new(CancellationToken::new());
+            let peer = Peer {
+                uid,
+                gid: uid,
+                pid: None,
+                groups: Vec::new(),
+            };
+            let id = reg.add_client(outbox, Some(peer));
+            reg.client_ready(id, "test");
+            reg.set_notify(id, NotifyPatterns::parse(&["card:*"]).expect("valid"));
+            reg.start_wait(id, WaitFilter::new(&[] as &[&str], &[] as &[&str]));
+            (id, rx)
+        };
+        let (alice, mut alice_rx) = client(&mut reg, 1000);
+        let (bob, mut bob_rx) = client(&mut reg, 1001);
+        let (root, mut root_rx) = client(&mut reg, 0);
+        reg.card_inserted(d, inserted(0, &[0x3b]));
+        let card = reg.list_all().readers[0].cards[0].card_id;
+        // alice and root hear of it (notification + CardAvailable); bob does not.
+        assert_eq!(drain(&mut alice_rx).len(), 2);
+        assert_eq!(drain(&mut root_rx).len(), 2);
+        assert!(drain(&mut bob_rx).is_empty());
+        let names = |reg: &CardRegistry, c| -> Vec<String> {
+            reg.list_readers(c)
+                .readers
+                .into_iter()
+                .map(|r| r.reader_name)
+                .collect()
+        };
+        assert_eq!(names(&reg, alice), ["locked", "open"]);
+        assert_eq!(names(&reg, root), ["locked", "open"]);
+        assert_eq!(names(&reg, bob), ["open"]);
+        assert_eq!(
+            reg.check_access(card, bob).map_err(|f| f.code),
+            Err(ErrorCode::PermissionDenied)
+        );
+        assert!(reg.check_access(card, alice).is_ok());
+        assert!(reg.check_access(CardId(999), bob).is_ok());
     }
 
     #[test]
@@ -861,7 +1025,7 @@ mod tests {
     fn a_driver_going_down_removes_its_cards_and_ids_are_not_reused() {
         let (mut reg, d) = setup();
         reg.card_inserted(d, inserted(0, &[0x3b]));
-        let list = reg.list_readers();
+        let list = reg.list_all();
         assert_eq!(list.readers.len(), 2);
         let card = list.readers[0].cards[0].card_id;
         let reader_id = list.readers[0].reader_id;
@@ -879,7 +1043,7 @@ mod tests {
             reg.check_card(CardId(999)).map_err(|f| f.code),
             Err(ErrorCode::NotFound)
         );
-        let list = reg.list_readers();
+        let list = reg.list_all();
         assert!(list
             .readers
             .iter()
@@ -888,7 +1052,7 @@ mod tests {
         let (link, _end) = crate::driver::link();
         reg.driver_ready(d, link, vec![reader(7, "keypad", &["KEYPAD"])]);
         reg.card_inserted(d, inserted(7, &[0x3b]));
-        let list = reg.list_readers();
+        let list = reg.list_all();
         assert_eq!(list.readers[0].reader_id, reader_id);
         assert_eq!(list.readers[0].status, ReaderStatus::Up);
         assert!(list.readers[0].cards[0].card_id > card);
@@ -898,7 +1062,7 @@ mod tests {
     fn a_disconnected_holder_hands_on_only_after_the_reset() {
         let (mut reg, d) = setup();
         reg.card_inserted(d, inserted(0, &[0x3b]));
-        let card = reg.list_readers().readers[0].cards[0].card_id;
+        let card = reg.list_all().readers[0].cards[0].card_id;
         let (a, _rx_a) = ready_client(&mut reg);
         let (b, _rx_b) = ready_client(&mut reg);
         assert!(matches!(reg.take(card, a, true), Ok(Take::Granted)));
@@ -915,7 +1079,7 @@ mod tests {
         reg.reset_done(card, Some(Bytes::from_static(&[0x3b, 0x99])));
         assert!(reg.owned_target(card, b).is_ok());
         assert_eq!(
-            reg.list_readers().readers[0].cards[0].atr.as_ref(),
+            reg.list_all().readers[0].cards[0].atr.as_ref(),
             &[0x3b, 0x99]
         );
     }

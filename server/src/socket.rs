@@ -24,6 +24,8 @@ pub struct BoundSocket {
     /// The listener.
     pub listener: UnixListener,
     path: PathBuf,
+    /// False for a socket passed by the service manager: its file is the manager's.
+    owned: bool,
 }
 
 impl BoundSocket {
@@ -35,6 +37,9 @@ impl BoundSocket {
 
 impl Drop for BoundSocket {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             if e.kind() != ErrorKind::NotFound {
                 warn!(path = %self.path.display(), error = %e, "cannot remove the socket file");
@@ -71,6 +76,7 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<BoundSocket> 
     let bound = BoundSocket {
         listener,
         path: path.to_owned(),
+        owned: true,
     };
     if let Some(gid) = gid {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
@@ -84,6 +90,31 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<BoundSocket> 
         .map_err(|e| fail(format!("cannot set mode {mode:04o}: {e}")))?;
     info!(path = %path.display(), mode = format!("{mode:04o}"), "listening");
     Ok(bound)
+}
+
+/// Serves on a listening socket passed by the service manager (socket activation). Its
+/// path, mode and group are the manager's; the file is left in place at exit.
+pub fn adopt(listener: std::os::unix::net::UnixListener) -> Result<BoundSocket> {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned))
+        .unwrap_or_default();
+    let fail = |message: String| Error::Socket {
+        path: path.clone(),
+        message,
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| fail(format!("cannot use the activated socket: {e}")))?;
+    let listener = UnixListener::from_std(listener)
+        .map_err(|e| fail(format!("cannot use the activated socket: {e}")))?;
+    info!(path = %path.display(), "listening on the socket passed by the service manager");
+    Ok(BoundSocket {
+        listener,
+        path,
+        owned: false,
+    })
 }
 
 /// Removes a socket file nobody listens on; refuses when a server answers, or when the path

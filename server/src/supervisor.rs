@@ -1,26 +1,21 @@
 //! Keeping a configured driver running: start, register, serve, and restart with
-//! exponential backoff (1 s doubling to 60 s) when it exits, closes its connection, fails
-//! to get ready or stops answering pings. After five failed starts in a row it gives up.
+//! exponential backoff (`restartBackoff`, default 1 s, doubling to `restartBackoffMax`,
+//! default 60 s) when it exits, closes its connection, sends garbage, fails to get ready or
+//! stops answering pings. After `restartMaxFailures` (default 5) failed starts in a row it
+//! gives up and says so with a `driver:error` notification.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chipcard_ipc::message::DriverReadyResponse;
 use chipcard_ipc::{DriverId, Outcome};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::DriverConfig;
 use crate::driver::{self, DriverProcess, Ending, Pinging};
 use crate::server::Shared;
-
-/// The first restart delay.
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// The longest restart delay.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Failed starts in a row after which the driver is given up.
-pub const MAX_FAILED_STARTS: u32 = 5;
 
 /// How one run of the driver went.
 #[derive(Debug)]
@@ -42,22 +37,31 @@ pub fn driver_program(driver_dir: &std::path::Path, driver_type: &str) -> PathBu
 ///
 /// `settled` is told when the first start has settled (see [`driver::Settled`]); dropping it
 /// unsent (a failed first start) tells the same to whoever waits.
+///
+/// `stop` ends it (the driver is asked to stop); it is a child of the server's shutdown
+/// token, so shutdown stops every driver, and a reload can stop one.
 pub async fn supervise(
     shared: Arc<Shared>,
     id: DriverId,
     config: DriverConfig,
     mut settled: driver::Settled,
+    stop: CancellationToken,
 ) {
     let span = info_span!("driver", driver = %id, name = %config.name, kind = %config.driver_type);
     async move {
         let program = driver_program(&shared.settings.driver_dir, &config.driver_type);
+        let first_backoff = shared.settings.restart_backoff;
+        let max_backoff = shared.settings.restart_backoff_max.max(first_backoff);
+        let max_failed_starts = shared.settings.restart_max_failures.max(1);
         let mut failed_starts = 0;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = first_backoff;
         loop {
             let started = Instant::now();
-            match run_once(&shared, id, &config, &program, settled.take()).await {
+            match run_once(&shared, id, &config, &program, settled.take(), &stop).await {
                 Run::Shutdown => {
-                    shared.lock().driver_down(id, "server shutting down");
+                    shared
+                        .lock()
+                        .driver_down(id, "driver stopped by the server");
                     return;
                 }
                 Run::FailedStart(why) => {
@@ -69,18 +73,18 @@ pub async fn supervise(
                 }
                 Run::Ended(ending) => {
                     failed_starts = 0;
-                    if started.elapsed() >= MAX_BACKOFF {
-                        backoff = FIRST_BACKOFF;
+                    if started.elapsed() >= max_backoff {
+                        backoff = first_backoff;
                     }
                     // The connection loop has marked the driver down already.
                     warn!(reason = %ending, "driver stopped");
                 }
             }
-            if failed_starts >= MAX_FAILED_STARTS {
-                error!("driver failed to start {MAX_FAILED_STARTS} times in a row; giving up");
+            if failed_starts >= max_failed_starts {
+                error!("driver failed to start {max_failed_starts} times in a row; giving up");
                 shared.lock().driver_error(
                     id,
-                    &format!("failed to start {MAX_FAILED_STARTS} times in a row; given up"),
+                    &format!("failed to start {max_failed_starts} times in a row; given up"),
                 );
                 return;
             }
@@ -89,10 +93,13 @@ pub async fn supervise(
                 "restarting driver after a delay"
             );
             tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
+                _ = stop.cancelled() => {
+                    shared.lock().driver_down(id, "driver stopped by the server");
+                    return;
+                }
                 _ = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = backoff.saturating_mul(2).min(max_backoff);
         }
     }
     .instrument(span)
@@ -105,11 +112,16 @@ async fn run_once(
     config: &DriverConfig,
     program: &std::path::Path,
     settled: driver::Settled,
+    stop: &CancellationToken,
 ) -> Run {
-    if shared.shutdown.is_cancelled() {
+    if stop.is_cancelled() {
         return Run::Shutdown;
     }
-    let mut process = match DriverProcess::spawn(program, id) {
+    let run_as = match crate::access::run_as(&config.group) {
+        Ok(run_as) => run_as,
+        Err(why) => return Run::FailedStart(why),
+    };
+    let mut process = match DriverProcess::spawn(program, id, run_as) {
         Ok(p) => p,
         Err(e) => return Run::FailedStart(e.to_string()),
     };
@@ -118,7 +130,7 @@ async fn run_once(
 
     let limit = shared.settings.driver_start_timeout;
     let handshake = tokio::select! {
-        _ = shared.shutdown.cancelled() => {
+        _ = stop.cancelled() => {
             process.kill().await;
             return Run::Shutdown;
         }
@@ -154,7 +166,7 @@ async fn run_once(
                 timeout: shared.settings.ping_timeout,
             };
             process
-                .serve(shared, id, &mut link_end, pinging, settled)
+                .serve(shared, id, &mut link_end, pinging, settled, stop)
                 .await
         }
     };

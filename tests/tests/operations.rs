@@ -1,0 +1,328 @@
+//! Operating the server: SIGHUP reloads, systemd readiness notification.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chipcard_ipc::message::{CommandCard, ListReaders, ListReadersResponse, TakeCard, ToClient};
+use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_tests::{bin, RawClient, Server, TIMEOUT};
+
+const DRIVER_A: &str = r#"
+driver {
+  type="emul"
+  name="a"
+  reader {
+    name="A0"
+    slots="1"
+    card {
+      slot="0"
+      atr="3B8880010000000000000000"
+    }
+  }
+}
+"#;
+
+const DRIVER_B: &str = r#"
+driver {
+  type="emul"
+  name="b"
+  reader {
+    name="B0"
+    slots="1"
+    card {
+      slot="0"
+      atr="3B8880010000000000000000"
+    }
+  }
+}
+"#;
+
+fn server_group(socket: &str) -> String {
+    format!("server {{\n  socket=\"{socket}\"\n}}\n")
+}
+
+async fn list(client: &mut RawClient) -> ListReadersResponse {
+    match client.request(&ListReaders {}).await {
+        ToClient::ListReadersResponse(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn card_in(client: &mut RawClient, reader: &str) -> Option<CardId> {
+    list(client)
+        .await
+        .readers
+        .iter()
+        .find(|r| r.reader_name == reader)
+        .and_then(|r| r.cards.first().map(|c| c.card_id))
+}
+
+async fn take(client: &mut RawClient, card: CardId, timeout: i32) -> Option<ErrorCode> {
+    match client
+        .request(&TakeCard {
+            card_id: card,
+            timeout: Some(timeout),
+        })
+        .await
+    {
+        ToClient::TakeCardResponse(r) => r.outcome.error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn select_mf(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
+    match client
+        .request(&CommandCard {
+            card_id: card,
+            data: Bytes::from_static(&[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00]),
+            target: None,
+        })
+        .await
+    {
+        ToClient::CommandCardResponse(r) => r.outcome.error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn driver_pids(server: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(server) && state != Some("Z") {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_starts_new_drivers_and_keeps_the_others_and_the_clients() {
+    let server = Server::start(&format!("{}{DRIVER_A}", server_group("{socket}")));
+    let mut holder = RawClient::ready(&server.socket).await;
+    let card = card_in(&mut holder, "A0").await.expect("card in A0");
+    assert_eq!(take(&mut holder, card, 1000).await, None);
+    let before = driver_pids(server.pid());
+    assert_eq!(before.len(), 1);
+
+    let socket = server.socket.display().to_string();
+    let config = server.dir.path().join("chipcardd.conf");
+    std::fs::write(
+        &config,
+        format!("{}{DRIVER_A}{DRIVER_B}", server_group(&socket)),
+    )
+    .expect("rewrite config");
+    signal(server.pid(), "HUP");
+
+    let deadline = Instant::now() + TIMEOUT;
+    let b_card = loop {
+        if let Some(card) = card_in(&mut holder, "B0").await {
+            break card;
+        }
+        assert!(Instant::now() < deadline, "B0 did not appear after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let after = driver_pids(server.pid());
+    assert_eq!(after.len(), 2);
+    assert!(after.contains(&before[0]), "driver a was restarted");
+    // The held card is still held by the same connection.
+    assert_eq!(select_mf(&mut holder, card).await, None);
+    let mut other = RawClient::ready(&server.socket).await;
+    assert_eq!(take(&mut other, card, 100).await, Some(ErrorCode::Busy));
+    assert_eq!(take(&mut other, b_card, 1000).await, None);
+    assert_eq!(select_mf(&mut other, b_card).await, None);
+
+    // Removing driver a: its reader goes, its card with it; b stays.
+    std::fs::write(&config, format!("{}{DRIVER_B}", server_group(&socket))).expect("rewrite");
+    signal(server.pid(), "HUP");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let names: Vec<String> = list(&mut other)
+            .await
+            .readers
+            .into_iter()
+            .map(|r| r.reader_name)
+            .collect();
+        if names == ["B0"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A0 still listed: {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b_pid = *after.iter().find(|p| **p != before[0]).expect("b's pid");
+    assert_eq!(driver_pids(server.pid()), vec![b_pid]);
+    assert!(select_mf(&mut holder, card).await.is_some());
+    assert_eq!(select_mf(&mut other, b_card).await, None);
+
+    // A broken file is not applied; the server goes on.
+    std::fs::write(&config, "server {\n").expect("rewrite");
+    signal(server.pid(), "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(select_mf(&mut other, b_card).await, None);
+}
+
+fn recv_state(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification in time");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn readiness_is_notified_on_notify_socket() {
+    for abstract_name in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("chipcardd.sock");
+        let config = dir.path().join("chipcardd.conf");
+        std::fs::write(
+            &config,
+            format!("{}{DRIVER_A}", server_group(&socket.display().to_string())),
+        )
+        .expect("write config");
+        let (notify, target) = if abstract_name {
+            use std::os::linux::net::SocketAddrExt;
+            let name = format!("chipcard-test-{}", std::process::id());
+            let addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
+            (
+                UnixDatagram::bind_addr(&addr).expect("bind"),
+                format!("@{name}"),
+            )
+        } else {
+            let path = dir.path().join("notify");
+            (
+                UnixDatagram::bind(&path).expect("bind"),
+                path.display().to_string(),
+            )
+        };
+        notify.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let mut child = Command::new(bin("chipcardd"))
+            .arg("--config")
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &target)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start chipcardd");
+        assert_eq!(recv_state(&notify), "READY=1");
+        // Ready means: the socket accepts and the drivers' readers and cards are there.
+        let mut client = RawClient::ready(&socket).await;
+        assert!(card_in(&mut client, "A0").await.is_some());
+        signal(child.id(), "HUP");
+        assert_eq!(recv_state(&notify), "RELOADING=1");
+        assert_eq!(recv_state(&notify), "READY=1");
+        signal(child.id(), "TERM");
+        assert_eq!(recv_state(&notify), "STOPPING=1");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+#[tokio::test]
+async fn a_socket_passed_by_socket_activation_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let activated = dir.path().join("activated.sock");
+    let configured = dir.path().join("configured.sock");
+    let config = dir.path().join("chipcardd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{DRIVER_A}",
+            server_group(&configured.display().to_string())
+        ),
+    )
+    .expect("write config");
+    let listener = std::os::unix::net::UnixListener::bind(&activated).expect("bind");
+    // The listener becomes fd 3 of a shell that execs chipcardd (same pid, as systemd does).
+    let mut child = {
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(
+                r#"exec 3<&0 0</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" --config "$1""#,
+            )
+            .arg(bin("chipcardd"))
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)));
+        command.spawn().expect("start chipcardd")
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    let mut client = loop {
+        // The socket accepts at once (the backlog); ClientReady is answered once ready.
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&activated) {
+            drop(stream);
+            break RawClient::ready(&activated).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the activated socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(card_in(&mut client, "A0").await.is_some());
+    assert!(
+        !configured.exists(),
+        "the configured socket was bound as well"
+    );
+    // The environment was cleaned: drivers do not see LISTEN_*.
+    for pid in driver_pids(child.id()) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        assert!(!String::from_utf8_lossy(&environ).contains("LISTEN_"));
+    }
+    signal(child.id(), "TERM");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        activated.exists(),
+        "the manager's socket file is left alone"
+    );
+}
+
+#[tokio::test]
+async fn socket_activation_refuses_a_descriptor_that_is_not_a_listening_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("chipcardd.conf");
+    let socket = dir.path().join("s.sock");
+    std::fs::write(
+        &config,
+        format!("{}{DRIVER_A}", server_group(&socket.display().to_string())),
+    )
+    .expect("write config");
+    let output = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"exec 3</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" --config "$1""#)
+        .arg(bin("chipcardd"))
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chipcardd");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("fd 3 is not a socket"), "{stderr}");
+}

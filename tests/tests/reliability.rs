@@ -1,0 +1,519 @@
+//! Faults against real processes: drivers killed, stopped or talking garbage, and the
+//! server's own stop. Driver processes are found as the children of chipcardd in /proc.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chipcard_ipc::message::{
+    CommandCard, ListReaders, ListReadersResponse, ReaderStatus, SetNotify, TakeCard, ToClient,
+};
+use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_tests::{bin, RawClient, Server, TIMEOUT};
+
+const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
+
+/// Two emulated drivers, "a" (reader "A0" with a card) and "b" (reader "B0" with a card);
+/// quick restarts and pings.
+const TWO_DRIVERS: &str = r#"
+server {
+  socket="{socket}"
+  pingInterval="200"
+  pingTimeout="300"
+  restartBackoff="100"
+  restartBackoffMax="400"
+  restartMaxFailures="3"
+}
+driver {
+  type="emul"
+  name="a"
+  controlSocket="{dir}/a.ctl"
+  reader {
+    name="A0"
+    slots="1"
+    card {
+      slot="0"
+      atr="3B8880010000000000000000"
+    }
+  }
+}
+driver {
+  type="emul"
+  name="b"
+  controlSocket="{dir}/b.ctl"
+  reader {
+    name="B0"
+    slots="1"
+    card {
+      slot="0"
+      atr="3B8880010000000000000000"
+    }
+  }
+}
+"#;
+
+/// A child process of `parent`: its pid, state letter (`R`, `S`, `T`, `Z`, ...) and command line.
+#[derive(Debug, Clone)]
+struct Child {
+    pid: u32,
+    state: char,
+    cmdline: Vec<String>,
+}
+
+fn children_of(parent: u32) -> Vec<Child> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may hold blanks and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Child {
+            pid,
+            state,
+            cmdline,
+        });
+    }
+    out
+}
+
+/// The live (not zombie) driver process of chipcardd `server` with driver id `driver_id`.
+fn driver_pid(server: u32, driver_id: &str) -> Option<u32> {
+    children_of(server)
+        .into_iter()
+        .find(|c| c.state != 'Z' && c.cmdline.iter().any(|a| a == driver_id))
+        .map(|c| c.pid)
+}
+
+/// Polls `f` until it returns `Some`, up to [`TIMEOUT`].
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+fn is_gone_or_not_child(server: u32, pid: u32) -> bool {
+    !children_of(server).iter().any(|c| c.pid == pid)
+}
+
+async fn list(client: &mut RawClient) -> ListReadersResponse {
+    match client.request(&ListReaders {}).await {
+        ToClient::ListReadersResponse(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The reader named `name`: (driver id, status, first card).
+async fn reader(client: &mut RawClient, name: &str) -> (String, ReaderStatus, Option<CardId>) {
+    let readers = list(client).await.readers;
+    let r = readers
+        .iter()
+        .find(|r| r.reader_name == name)
+        .unwrap_or_else(|| panic!("no reader {name} in {readers:?}"));
+    (
+        r.driver_id.to_string(),
+        r.status,
+        r.cards.first().map(|c| c.card_id),
+    )
+}
+
+/// Waits until reader `name` is up with a card other than `old`; returns the new card.
+async fn back_with_new_card(client: &mut RawClient, name: &str, old: CardId) -> CardId {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let (_, ReaderStatus::Up, Some(card)) = reader(client, name).await {
+            if card != old {
+                return card;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not come back with a card"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn apdu(client: &mut RawClient, card: CardId, data: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+    match client
+        .request(&CommandCard {
+            card_id: card,
+            data: Bytes::copy_from_slice(data),
+            target: None,
+        })
+        .await
+    {
+        ToClient::CommandCardResponse(r) => match r.outcome.error {
+            None => Ok(r.data.map(|d| d.to_vec()).unwrap_or_default()),
+            Some(e) => Err(e),
+        },
+        ToClient::ErrorResponse(e) => Err(e.error_code()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn take(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
+    match client
+        .request(&TakeCard {
+            card_id: card,
+            timeout: Some(1000),
+        })
+        .await
+    {
+        ToClient::TakeCardResponse(r) => r.outcome.error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn subscribe(client: &mut RawClient, flags: &[&str]) {
+    match client
+        .request(&SetNotify {
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+        })
+        .await
+    {
+        ToClient::SetNotifyResponse(r) => assert_eq!(r.outcome.error, None),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Waits for a notification `ntype:ncode` whose data satisfy `check`; returns its data.
+async fn notification(
+    client: &mut RawClient,
+    ntype: &str,
+    ncode: &str,
+    check: impl Fn(&chipcard_ipc::Group) -> bool,
+) -> chipcard_ipc::Group {
+    loop {
+        let (env, msg) = client.next_message().await;
+        assert!(env.refid.is_none(), "unexpected response {msg:?}");
+        if let ToClient::Notification(n) = msg {
+            if n.ntype == ntype && n.ncode == ncode && check(&n.data) {
+                return n.data;
+            }
+        }
+    }
+}
+
+fn no_zombies(server: u32) {
+    let zombies: Vec<Child> = children_of(server)
+        .into_iter()
+        .filter(|c| c.state == 'Z')
+        .collect();
+    assert!(zombies.is_empty(), "zombie children: {zombies:?}");
+}
+
+#[tokio::test]
+async fn killed_driver_is_restarted_and_the_other_is_untouched() {
+    let server = Server::start(TWO_DRIVERS);
+    let mut watcher = RawClient::ready(&server.socket).await;
+    subscribe(&mut watcher, &["card:removed"]).await;
+    let mut taker = RawClient::ready(&server.socket).await;
+
+    let (a_driver, _, a_card) = reader(&mut taker, "A0").await;
+    let (b_driver, _, b_card) = reader(&mut taker, "B0").await;
+    let a_card = a_card.expect("card in A0");
+    let b_card = b_card.expect("card in B0");
+    assert_eq!(take(&mut taker, a_card).await, None);
+    assert!(apdu(&mut taker, a_card, SELECT_MF).await.is_ok());
+
+    let a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs");
+    let b_pid = driver_pid(server.pid(), &b_driver).expect("driver b runs");
+    signal(a_pid, "KILL");
+
+    // Its card is removed, and the taker learns it.
+    let card_text = a_card.to_string();
+    notification(&mut watcher, "card", "removed", |d| {
+        d.get_char("cardId").ok() == Some(card_text.as_str())
+    })
+    .await;
+    let err = apdu(&mut taker, a_card, SELECT_MF)
+        .await
+        .expect_err("the card is gone");
+    assert!(
+        matches!(err, ErrorCode::CardRemoved | ErrorCode::DriverError),
+        "got {err:?}"
+    );
+
+    // The driver comes back with its reader and a (new) card.
+    let new_card = back_with_new_card(&mut taker, "A0", a_card).await;
+    let new_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs again");
+    assert_ne!(new_pid, a_pid);
+    assert!(is_gone_or_not_child(server.pid(), a_pid));
+    assert_eq!(take(&mut taker, new_card).await, None);
+    assert!(apdu(&mut taker, new_card, SELECT_MF).await.is_ok());
+
+    // The other driver was not touched.
+    assert_eq!(driver_pid(server.pid(), &b_driver), Some(b_pid));
+    assert_eq!(reader(&mut taker, "B0").await.2, Some(b_card));
+    no_zombies(server.pid());
+}
+
+#[tokio::test]
+async fn stopped_driver_is_detected_by_ping_and_restarted() {
+    let server = Server::start(TWO_DRIVERS);
+    let mut client = RawClient::ready(&server.socket).await;
+    let (a_driver, _, a_card) = reader(&mut client, "A0").await;
+    let a_card = a_card.expect("card in A0");
+    let a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs");
+    signal(a_pid, "STOP");
+
+    let new_card = back_with_new_card(&mut client, "A0", a_card).await;
+    let new_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs again");
+    assert_ne!(new_pid, a_pid);
+    // The stopped process was killed and reaped.
+    eventually("the stopped driver to be reaped", || async {
+        is_gone_or_not_child(server.pid(), a_pid).then_some(())
+    })
+    .await;
+    assert_eq!(take(&mut client, new_card).await, None);
+    assert!(apdu(&mut client, new_card, SELECT_MF).await.is_ok());
+    no_zombies(server.pid());
+}
+
+/// A driver directory holding the real emulated driver and `chipcard-driver-garbage`, a
+/// script that logs its pid to `starts` and writes junk to the server.
+fn garbage_driver_dir(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let drivers = dir.join("drivers");
+    std::fs::create_dir_all(&drivers).expect("driver dir");
+    std::os::unix::fs::symlink(
+        bin("chipcard-driver-emul"),
+        drivers.join("chipcard-driver-emul"),
+    )
+    .expect("link the emul driver");
+    let script = drivers.join("chipcard-driver-garbage");
+    let starts = dir.join("starts");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ >> '{}'\nprintf 'GARBAGE \\001\\002\\003\\r\\n\\r\\nmore junk' >&0\nexec sleep 30\n",
+            starts.display()
+        ),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    drivers
+}
+
+#[tokio::test]
+async fn garbage_driver_is_restarted_then_given_up_and_the_server_stays_up() {
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let drivers = garbage_driver_dir(scratch.path());
+    let config = format!(
+        r#"
+server {{
+  socket="{{socket}}"
+  driverDir="{}"
+  driverStartTimeout="2000"
+  restartBackoff="300"
+  restartBackoffMax="600"
+  restartMaxFailures="3"
+}}
+driver {{
+  type="garbage"
+  name="junk"
+}}
+driver {{
+  type="emul"
+  name="a"
+  controlSocket="{{dir}}/a.ctl"
+  reader {{
+    name="A0"
+    slots="1"
+    card {{
+      slot="0"
+      atr="3B8880010000000000000000"
+    }}
+  }}
+}}
+"#,
+        drivers.display()
+    );
+    let mut server = Server::start(&config);
+    let mut watcher = RawClient::ready(&server.socket).await;
+    subscribe(&mut watcher, &["driver:error"]).await;
+    let data = notification(&mut watcher, "driver", "error", |d| {
+        d.get_char("info").is_ok_and(|i| i.contains("given up"))
+    })
+    .await;
+    assert_eq!(data.get_char("driverName").ok(), Some("junk"));
+
+    let starts = std::fs::read_to_string(scratch.path().join("starts")).expect("starts log");
+    assert_eq!(starts.lines().count(), 3, "started: {starts}");
+    // Every garbage process was torn down and reaped.
+    for pid in starts.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        eventually("the garbage driver to be reaped", || async {
+            is_gone_or_not_child(server.pid(), pid).then_some(())
+        })
+        .await;
+    }
+    // Given up means no more starts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = std::fs::read_to_string(scratch.path().join("starts")).expect("starts log");
+    assert_eq!(again.lines().count(), 3);
+
+    // The server and the other driver are fine.
+    assert!(server.is_running());
+    let mut client = RawClient::ready(&server.socket).await;
+    let (_, status, card) = reader(&mut client, "A0").await;
+    assert_eq!(status, ReaderStatus::Up);
+    let card = card.expect("card in A0");
+    assert_eq!(take(&mut client, card).await, None);
+    assert!(apdu(&mut client, card, SELECT_MF).await.is_ok());
+    no_zombies(server.pid());
+}
+
+#[tokio::test]
+async fn sigterm_stops_drivers_removes_the_socket_and_exits_zero() {
+    for sig in ["TERM", "INT"] {
+        let mut server = Server::start(TWO_DRIVERS);
+        let mut client = RawClient::ready(&server.socket).await;
+        let (a_driver, _, _) = reader(&mut client, "A0").await;
+        let (b_driver, _, _) = reader(&mut client, "B0").await;
+        let pids = [
+            driver_pid(server.pid(), &a_driver).expect("driver a"),
+            driver_pid(server.pid(), &b_driver).expect("driver b"),
+        ];
+        signal(server.pid(), sig);
+        let status = server
+            .wait_exit(TIMEOUT)
+            .unwrap_or_else(|| panic!("chipcardd still runs after SIG{sig}"));
+        assert_eq!(status.code(), Some(0), "exit after SIG{sig}: {status}");
+        assert!(!server.socket.exists(), "socket left behind after SIG{sig}");
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "driver {pid} survived SIG{sig}"
+            );
+        }
+        assert!(client.is_closed_by_server().await);
+    }
+}
+
+/// `chipcard-driver-late`: answers `DriverStart` with a proper `DriverReady` (one reader,
+/// "Late0"), then writes junk; each start appends its pid to `late-starts`.
+const LATE_GARBAGE_SCRIPT: &str = r#"#!/bin/sh
+echo $$ >> 'STARTS'
+# Arguments: --ipc-fd 0 --driver-id ID
+body="ipc {
+char id=\"1\"
+char refid=\"1\"
+char cmd=\"DriverReady\"
+}
+data {
+char DriverId=\"$4\"
+char Code=\"OK\"
+char Text=\"fake\"
+Readers {
+Reader {
+char ReaderId=\"0x00000001\"
+char Name=\"Late0\"
+}
+}
+}
+"
+printf 'POST /chipcard HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s' "${#body}" "$body" >&0
+sleep 0.5
+printf 'NOT A FRAME\r\n\r\n' >&0
+exec sleep 30
+"#;
+
+#[tokio::test]
+async fn a_driver_that_sends_garbage_after_ready_is_torn_down_and_restarted() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let drivers = scratch.path().join("drivers");
+    std::fs::create_dir_all(&drivers).expect("driver dir");
+    let starts = scratch.path().join("late-starts");
+    let script = drivers.join("chipcard-driver-late");
+    std::fs::write(
+        &script,
+        LATE_GARBAGE_SCRIPT.replace("STARTS", &starts.display().to_string()),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = format!(
+        r#"
+server {{
+  socket="{{socket}}"
+  driverDir="{}"
+  pingInterval="0"
+  restartBackoff="200"
+  restartBackoffMax="200"
+}}
+driver {{
+  type="late"
+  name="late"
+}}
+"#,
+        drivers.display()
+    );
+    let mut server = Server::start(&config);
+    let mut watcher = RawClient::ready(&server.socket).await;
+    subscribe(&mut watcher, &["driver:error", "reader:up"]).await;
+    // Garbage after ready: a driver error naming the protocol, then a restart whose reader
+    // comes up again.
+    notification(&mut watcher, "driver", "error", |d| {
+        d.get_char("info")
+            .is_ok_and(|i| i.contains("protocol") || i.contains("frame"))
+    })
+    .await;
+    notification(&mut watcher, "reader", "up", |d| {
+        d.get_char("readerName").ok() == Some("Late0")
+    })
+    .await;
+    let log = std::fs::read_to_string(&starts).expect("starts");
+    let pids: Vec<u32> = log.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(pids.len() >= 2, "restarted: {pids:?}");
+    eventually("the first instance to be reaped", || async {
+        is_gone_or_not_child(server.pid(), pids[0]).then_some(())
+    })
+    .await;
+    assert!(server.is_running());
+    no_zombies(server.pid());
+}

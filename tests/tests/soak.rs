@@ -1,0 +1,277 @@
+//! A bounded soak: 50 clients × 200 APDUs over 20 cards of two drivers, pipelined, with
+//! random disconnects, and one driver killed midway. Every response must reach the request
+//! it answers (refid) and carry that request's answer (SELECT of different files: the FCI
+//! names the file selected), and the server's memory must not grow.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chipcard_ipc::message::{CommandCard, ListReaders, ReleaseCard, TakeCard, ToClient};
+use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_tests::{RawClient, Server};
+
+const CLIENTS: usize = 50;
+const APDUS_PER_CLIENT: usize = 200;
+const BATCH: usize = 10;
+const READERS_PER_DRIVER: usize = 10;
+
+fn config() -> String {
+    let mut text = String::from("server {\n  socket=\"{socket}\"\n  restartBackoff=\"100\"\n}\n");
+    for driver in ["a", "b"] {
+        text.push_str(&format!(
+            "driver {{\n  type=\"emul\"\n  name=\"{driver}\"\n"
+        ));
+        for r in 0..READERS_PER_DRIVER {
+            text.push_str(&format!(
+                "  reader {{\n    name=\"{driver}{r}\"\n    slots=\"1\"\n    card {{\n      slot=\"0\"\n      atr=\"3B8880010000000000000000\"\n    }}\n  }}\n"
+            ));
+        }
+        text.push_str("}\n");
+    }
+    text
+}
+
+/// A tiny deterministic generator (no dependencies).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// SELECT with FCI of one of two files that exist from the MF: `3F00` itself or EF `2F02`.
+fn select(fid: u16) -> Bytes {
+    let [hi, lo] = fid.to_be_bytes();
+    Bytes::from(vec![0x00, 0xA4, 0x00, 0x00, 0x02, hi, lo])
+}
+
+fn names_fid(response: &[u8], fid: u16) -> bool {
+    let [hi, lo] = fid.to_be_bytes();
+    response.ends_with(&[0x90, 0x00]) && response.windows(4).any(|w| w == [0x83, 0x02, hi, lo])
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .expect("VmRSS")
+}
+
+async fn cards(client: &mut RawClient) -> Vec<CardId> {
+    match client.request(&ListReaders {}).await {
+        ToClient::ListReadersResponse(r) => r
+            .readers
+            .iter()
+            .flat_map(|r| r.cards.iter().map(|c| c.card_id))
+            .collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    card_gone: AtomicUsize,
+    disconnects: AtomicUsize,
+}
+
+async fn run_client(socket: std::path::PathBuf, n: usize, tally: Arc<Tally>) {
+    let mut rng = Lcg(n as u64 + 1);
+    let mut client = RawClient::ready(&socket).await;
+    let mut attempted = 0;
+    while attempted < APDUS_PER_CLIENT {
+        let present = cards(&mut client).await;
+        if present.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let card = present[(rng.next() as usize) % present.len()];
+        match client
+            .request(&TakeCard {
+                card_id: card,
+                timeout: Some(20_000),
+            })
+            .await
+        {
+            ToClient::TakeCardResponse(r) if r.outcome.error.is_none() => {}
+            ToClient::TakeCardResponse(r) => {
+                // The card went away (driver killed) or stayed busy: pick again.
+                assert!(
+                    matches!(
+                        r.outcome.error,
+                        Some(
+                            ErrorCode::CardRemoved
+                                | ErrorCode::NotFound
+                                | ErrorCode::Busy
+                                | ErrorCode::DriverError
+                        )
+                    ),
+                    "TakeCard: {r:?}"
+                );
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A batch of pipelined SELECTs of alternating files.
+        let mut expected: HashMap<u32, u16> = HashMap::new();
+        for _ in 0..BATCH {
+            let fid = if rng.next() % 2 == 0 { 0x3F00 } else { 0x2F02 };
+            let id = client
+                .send(&CommandCard {
+                    card_id: card,
+                    data: select(fid),
+                    target: None,
+                })
+                .await;
+            expected.insert(id, fid);
+        }
+        attempted += BATCH;
+        // Sometimes leave without reading or releasing: the server resets the card.
+        if rng.next() % 10 == 0 {
+            tally.disconnects.fetch_add(1, Ordering::Relaxed);
+            client = RawClient::ready(&socket).await;
+            continue;
+        }
+        while !expected.is_empty() {
+            let (env, msg) = client.next_message().await;
+            let Some(refid) = env.refid else { continue };
+            let fid = expected.remove(&refid).unwrap_or_else(|| {
+                panic!("client {n}: response to {refid}, not a pending request")
+            });
+            match msg {
+                ToClient::CommandCardResponse(r) => match r.outcome.error {
+                    None => {
+                        let data = r.data.expect("a successful response has data");
+                        assert!(
+                            names_fid(&data, fid),
+                            "client {n}: SELECT {fid:04X} answered {data:02X?}"
+                        );
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(ErrorCode::CardRemoved | ErrorCode::DriverError) => {
+                        tally.card_gone.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(e) => panic!("client {n}: CommandCard failed with {e:?}"),
+                },
+                other => panic!("client {n}: unexpected {other:?}"),
+            }
+        }
+        match client.request(&ReleaseCard { card_id: card }).await {
+            ToClient::ReleaseCardResponse(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn driver_pid(server: u32, driver_id: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) != Some(server) || state == Some("Z") {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(driver_id) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_pipelining_with_disconnects_and_a_driver_killed() {
+    let server = Server::start(&config());
+    let mut probe = RawClient::ready(&server.socket).await;
+    assert_eq!(cards(&mut probe).await.len(), 2 * READERS_PER_DRIVER);
+    let driver_a = match probe.request(&ListReaders {}).await {
+        ToClient::ListReadersResponse(r) => r
+            .readers
+            .iter()
+            .find(|r| r.reader_name == "a0")
+            .map(|r| r.driver_id.to_string())
+            .expect("reader a0"),
+        other => panic!("unexpected {other:?}"),
+    };
+    let before = vm_rss_kib(server.pid());
+    let started = Instant::now();
+
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for n in 0..CLIENTS {
+        tasks.push(tokio::spawn(run_client(
+            server.socket.clone(),
+            n,
+            tally.clone(),
+        )));
+    }
+    // Midway (by APDUs answered), kill driver a.
+    let total = CLIENTS * APDUS_PER_CLIENT;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tally.ok.load(Ordering::Relaxed) < total / 3 {
+        assert!(Instant::now() < deadline, "the soak makes no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = driver_pid(server.pid(), &driver_a).expect("driver a runs");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("a client finished in time")
+            .expect("a client did not panic");
+    }
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let gone = tally.card_gone.load(Ordering::Relaxed);
+    let disconnects = tally.disconnects.load(Ordering::Relaxed);
+    eprintln!(
+        "soak: {ok} APDUs answered, {gone} on cards that went away, {disconnects} abrupt \
+         disconnects, in {:?}",
+        started.elapsed()
+    );
+    assert!(ok > total / 2, "only {ok} of {total} APDUs answered");
+    assert!(disconnects > 0);
+    // Driver a came back: all 20 cards are there again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cards(&mut probe).await.len() < 2 * READERS_PER_DRIVER {
+        assert!(
+            Instant::now() < deadline,
+            "driver a's cards did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = vm_rss_kib(server.pid());
+    assert!(
+        after < before + 24 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
