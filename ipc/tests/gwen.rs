@@ -266,7 +266,7 @@ const HAND_WRITTEN: &[&str] = &[
 
 fn seed_blocks() -> Vec<String> {
     let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds/002_e84a02014dc846ca.txt");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/libchipcard-ipc-reference.txt");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("the seed {} is needed: {e}", path.display()));
     let mut blocks = Vec::new();

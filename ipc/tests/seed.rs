@@ -1,15 +1,15 @@
 //! Every example block of the seed (libchipcard's IPC description) must parse (PROTOCOL §1).
 //!
 //! A block starts with a line `Name {` in column 0 and ends with the next line starting with
-//! `}` in column 0. The seed lives in the shared project directory; if it is missing, this test
-//! fails rather than skipping.
+//! `}` in column 0. A copy of the seed lives in `tests/data/`; if it is missing, this test fails
+//! rather than skipping.
 
 use std::path::PathBuf;
 
 use chipcard_ipc::{parse, write_compact, write_pretty, Group, Value};
 
 fn seed_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds/002_e84a02014dc846ca.txt")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/libchipcard-ipc-reference.txt")
 }
 
 fn seed_text() -> String {
