@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod configs;
+pub mod procs;
+pub mod requests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

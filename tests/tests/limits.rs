@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chipcard_ipc::message::{ClientReady, ListReaders, TakeCard, ToClient};
 use chipcard_ipc::{CardId, Envelope, EnvelopeCodec, ErrorCode};
+use chipcard_tests::procs::vm_rss_kib;
 use chipcard_tests::{RawClient, Server, TIMEOUT};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Encoder;
@@ -43,16 +44,6 @@ async fn card(client: &mut RawClient) -> CardId {
             .expect("a card"),
         other => panic!("unexpected {other:?}"),
     }
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
 }
 
 #[tokio::test]

@@ -5,8 +5,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chipcard_ipc::message::{CommandCard, ListReaders, ListReadersResponse, TakeCard, ToClient};
+use chipcard_ipc::message::{CommandCard, ToClient};
 use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_tests::procs::{live_children, signal};
 use chipcard_tests::{bin, RawClient, Server, TIMEOUT};
 
 const DRIVER_A: &str = r#"
@@ -43,35 +44,6 @@ fn server_group(socket: &str) -> String {
     format!("server {{\n  socket=\"{socket}\"\n}}\n")
 }
 
-async fn list(client: &mut RawClient) -> ListReadersResponse {
-    match client.request(&ListReaders {}).await {
-        ToClient::ListReadersResponse(r) => r,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn card_in(client: &mut RawClient, reader: &str) -> Option<CardId> {
-    list(client)
-        .await
-        .readers
-        .iter()
-        .find(|r| r.reader_name == reader)
-        .and_then(|r| r.cards.first().map(|c| c.card_id))
-}
-
-async fn take(client: &mut RawClient, card: CardId, timeout: i32) -> Option<ErrorCode> {
-    match client
-        .request(&TakeCard {
-            card_id: card,
-            timeout: Some(timeout),
-        })
-        .await
-    {
-        ToClient::TakeCardResponse(r) => r.outcome.error,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 async fn select_mf(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
     match client
         .request(&CommandCard {
@@ -86,49 +58,13 @@ async fn select_mf(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
     }
 }
 
-fn driver_pids(server: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(server) && state != Some("Z") {
-            out.push(pid);
-        }
-    }
-    out.sort_unstable();
-    out
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn sighup_starts_new_drivers_and_keeps_the_others_and_the_clients() {
     let server = Server::start(&format!("{}{DRIVER_A}", server_group("{socket}")));
     let mut holder = RawClient::ready(&server.socket).await;
-    let card = card_in(&mut holder, "A0").await.expect("card in A0");
-    assert_eq!(take(&mut holder, card, 1000).await, None);
-    let before = driver_pids(server.pid());
+    let card = holder.card_in("A0").await.expect("card in A0");
+    assert_eq!(holder.take(card, Some(1000)).await, None);
+    let before = live_children(server.pid());
     assert_eq!(before.len(), 1);
 
     let socket = server.socket.display().to_string();
@@ -142,20 +78,20 @@ async fn sighup_starts_new_drivers_and_keeps_the_others_and_the_clients() {
 
     let deadline = Instant::now() + TIMEOUT;
     let b_card = loop {
-        if let Some(card) = card_in(&mut holder, "B0").await {
+        if let Some(card) = holder.card_in("B0").await {
             break card;
         }
         assert!(Instant::now() < deadline, "B0 did not appear after SIGHUP");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let after = driver_pids(server.pid());
+    let after = live_children(server.pid());
     assert_eq!(after.len(), 2);
     assert!(after.contains(&before[0]), "driver a was restarted");
     // The held card is still held by the same connection.
     assert_eq!(select_mf(&mut holder, card).await, None);
     let mut other = RawClient::ready(&server.socket).await;
-    assert_eq!(take(&mut other, card, 100).await, Some(ErrorCode::Busy));
-    assert_eq!(take(&mut other, b_card, 1000).await, None);
+    assert_eq!(other.take(card, Some(100)).await, Some(ErrorCode::Busy));
+    assert_eq!(other.take(b_card, Some(1000)).await, None);
     assert_eq!(select_mf(&mut other, b_card).await, None);
 
     // Removing driver a: its reader goes, its card with it; b stays.
@@ -163,7 +99,8 @@ async fn sighup_starts_new_drivers_and_keeps_the_others_and_the_clients() {
     signal(server.pid(), "HUP");
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let names: Vec<String> = list(&mut other)
+        let names: Vec<String> = other
+            .list_readers()
             .await
             .readers
             .into_iter()
@@ -176,7 +113,7 @@ async fn sighup_starts_new_drivers_and_keeps_the_others_and_the_clients() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b_pid = *after.iter().find(|p| **p != before[0]).expect("b's pid");
-    assert_eq!(driver_pids(server.pid()), vec![b_pid]);
+    assert_eq!(live_children(server.pid()), vec![b_pid]);
     assert!(select_mf(&mut holder, card).await.is_some());
     assert_eq!(select_mf(&mut other, b_card).await, None);
 
@@ -232,7 +169,7 @@ async fn readiness_is_notified_on_notify_socket() {
         assert_eq!(recv_state(&notify), "READY=1");
         // Ready means: the socket accepts and the drivers' readers and cards are there.
         let mut client = RawClient::ready(&socket).await;
-        assert!(card_in(&mut client, "A0").await.is_some());
+        assert!(client.card_in("A0").await.is_some());
         signal(child.id(), "HUP");
         assert_eq!(recv_state(&notify), "RELOADING=1");
         assert_eq!(recv_state(&notify), "READY=1");
@@ -285,13 +222,13 @@ async fn a_socket_passed_by_socket_activation_is_served() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(card_in(&mut client, "A0").await.is_some());
+    assert!(client.card_in("A0").await.is_some());
     assert!(
         !configured.exists(),
         "the configured socket was bound as well"
     );
     // The environment was cleaned: drivers do not see LISTEN_*.
-    for pid in driver_pids(child.id()) {
+    for pid in live_children(child.id()) {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
         assert!(!String::from_utf8_lossy(&environ).contains("LISTEN_"));
     }

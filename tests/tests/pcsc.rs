@@ -3,16 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chipcard_emulcard::{CardConfig, Pin};
-use chipcard_ipc::message::{
-    CommandCard, ListReaders, ReaderStatus, ReleaseCard, SetNotify, StartWait, TakeCard, ToClient,
-};
+use chipcard_ipc::message::{ReleaseCard, SetNotify, StartWait, ToClient};
 use chipcard_ipc::{CardId, ErrorCode};
 use chipcard_testlab::pcscd::{Pcscd, READER_0, READER_1};
+use chipcard_tests::requests::{status_word, SELECT_MF};
 use chipcard_tests::{RawClient, Server, TIMEOUT};
 
-const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
 const VERIFY_1234: &[u8] = &[0x00, 0x20, 0x00, 0x01, 0x04, 0x31, 0x32, 0x33, 0x34];
 const VERIFY_STATUS: &[u8] = &[0x00, 0x20, 0x00, 0x01];
 
@@ -40,60 +37,9 @@ fn card_with_pin() -> CardConfig {
     CardConfig::default().with_pin(Pin::from_text("1234").expect("valid PIN"), 3)
 }
 
-async fn readers(client: &mut RawClient) -> Vec<chipcard_ipc::message::ReaderInfo> {
-    match client.request(&ListReaders {}).await {
-        ToClient::ListReadersResponse(r) => r.readers,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn wait_for_card(client: &mut RawClient, reader: &str) -> CardId {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let found = readers(client)
-            .await
-            .into_iter()
-            .find(|r| r.reader_name == reader && r.status == ReaderStatus::Up)
-            .and_then(|r| r.cards.first().map(|c| c.card_id));
-        if let Some(card) = found {
-            return card;
-        }
-        assert!(Instant::now() < deadline, "no card appeared in {reader}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
+/// Sends an APDU; the status word of the response, or the error.
 async fn apdu(client: &mut RawClient, card: CardId, apdu: &[u8]) -> Result<u16, ErrorCode> {
-    match client
-        .request(&CommandCard {
-            card_id: card,
-            data: Bytes::copy_from_slice(apdu),
-            target: None,
-        })
-        .await
-    {
-        ToClient::CommandCardResponse(r) => match (r.outcome.error, r.data) {
-            (None, Some(d)) if d.len() >= 2 => {
-                Ok(u16::from_be_bytes([d[d.len() - 2], d[d.len() - 1]]))
-            }
-            (None, other) => panic!("CommandCard OK without a status word: {other:?}"),
-            (Some(e), _) => Err(e),
-        },
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn take(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
-    match client
-        .request(&TakeCard {
-            card_id: card,
-            timeout: Some(5000),
-        })
-        .await
-    {
-        ToClient::TakeCardResponse(r) => r.outcome.error,
-        other => panic!("unexpected {other:?}"),
-    }
+    client.apdu(card, apdu).await.map(|r| status_word(&r))
 }
 
 #[tokio::test]
@@ -103,8 +49,10 @@ async fn readers_cards_apdus_and_pin_reset_through_pcscd() {
     let mut a = RawClient::ready(&server.socket).await;
     let mut b = RawClient::ready(&server.socket).await;
 
-    let names: Vec<String> = readers(&mut a)
+    let names: Vec<String> = a
+        .list_readers()
         .await
+        .readers
         .into_iter()
         .map(|r| r.reader_name)
         .collect();
@@ -134,7 +82,7 @@ async fn readers_cards_apdus_and_pin_reset_through_pcscd() {
     let id = available.card_id;
 
     // A's session verifies the PIN; B must not inherit it.
-    assert_eq!(take(&mut a, id).await, None);
+    assert_eq!(a.take(id, Some(5000)).await, None);
     assert_eq!(apdu(&mut a, id, SELECT_MF).await, Ok(0x9000));
     assert_eq!(apdu(&mut a, id, VERIFY_1234).await, Ok(0x9000));
     assert_eq!(apdu(&mut a, id, VERIFY_STATUS).await, Ok(0x9000));
@@ -142,7 +90,7 @@ async fn readers_cards_apdus_and_pin_reset_through_pcscd() {
         ToClient::ReleaseCardResponse(r) => assert_eq!(r.outcome.error, None, "{r:?}"),
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(take(&mut b, id).await, None);
+    assert_eq!(b.take(id, Some(5000)).await, None);
     let status = apdu(&mut b, id, VERIFY_STATUS).await.expect("status query");
     assert_eq!(
         status & 0xFFF0,
@@ -178,7 +126,7 @@ async fn chipcardd_survives_pcscd_restart() {
         ToClient::SetNotifyResponse(_)
     ));
     let _card = pcscd.insert(card_with_pin());
-    let first = wait_for_card(&mut watcher, READER_0).await;
+    let first = watcher.wait_for_card(READER_0).await;
 
     pcscd.kill();
     // The card goes away with pcscd.
@@ -197,9 +145,9 @@ async fn chipcardd_survives_pcscd_restart() {
     }
     pcscd.launch();
     let _card = pcscd.insert(card_with_pin());
-    let second = wait_for_card(&mut watcher, READER_0).await;
+    let second = watcher.wait_for_card(READER_0).await;
     assert_ne!(first, second, "a card seen again gets a new id");
-    assert_eq!(take(&mut watcher, second).await, None);
+    assert_eq!(watcher.take(second, Some(5000)).await, None);
     assert_eq!(apdu(&mut watcher, second, SELECT_MF).await, Ok(0x9000));
     assert_eq!(
         apdu(&mut watcher, first, SELECT_MF).await,

@@ -4,14 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use chipcard_ipc::message::{
-    CommandCard, ListReaders, ListReadersResponse, ReaderStatus, SetNotify, TakeCard, ToClient,
-};
+use chipcard_ipc::message::ReaderStatus;
 use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_tests::procs::{children_of, driver_pid, signal, ChildProcess};
+use chipcard_tests::requests::SELECT_MF;
 use chipcard_tests::{bin, RawClient, Server, TIMEOUT};
-
-const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
 
 /// Two emulated drivers, "a" (reader "A0" with a card) and "b" (reader "B0" with a card);
 /// quick restarts and pings.
@@ -52,65 +49,6 @@ driver {
 }
 "#;
 
-/// A child process of `parent`: its pid, state letter (`R`, `S`, `T`, `Z`, ...) and command line.
-#[derive(Debug, Clone)]
-struct Child {
-    pid: u32,
-    state: char,
-    cmdline: Vec<String>,
-}
-
-fn children_of(parent: u32) -> Vec<Child> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...; comm may hold blanks and parentheses.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
-        if ppid != Some(parent) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|raw| {
-                raw.split(|b| *b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Child {
-            pid,
-            state,
-            cmdline,
-        });
-    }
-    out
-}
-
-/// The live (not zombie) driver process of chipcardd `server` with driver id `driver_id`.
-fn driver_pid(server: u32, driver_id: &str) -> Option<u32> {
-    children_of(server)
-        .into_iter()
-        .find(|c| c.state != 'Z' && c.cmdline.iter().any(|a| a == driver_id))
-        .map(|c| c.pid)
-}
-
 /// Polls `f` until it returns `Some`, up to [`TIMEOUT`].
 async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
@@ -127,29 +65,13 @@ where
     }
 }
 
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{sig} {pid} failed");
-}
-
 fn is_gone_or_not_child(server: u32, pid: u32) -> bool {
     !children_of(server).iter().any(|c| c.pid == pid)
 }
 
-async fn list(client: &mut RawClient) -> ListReadersResponse {
-    match client.request(&ListReaders {}).await {
-        ToClient::ListReadersResponse(r) => r,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// The reader named `name`: (driver id, status, first card).
 async fn reader(client: &mut RawClient, name: &str) -> (String, ReaderStatus, Option<CardId>) {
-    let readers = list(client).await.readers;
+    let readers = client.list_readers().await.readers;
     let r = readers
         .iter()
         .find(|r| r.reader_name == name)
@@ -163,84 +85,11 @@ async fn reader(client: &mut RawClient, name: &str) -> (String, ReaderStatus, Op
 
 /// Waits until reader `name` is up with a card other than `old`; returns the new card.
 async fn back_with_new_card(client: &mut RawClient, name: &str, old: CardId) -> CardId {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let (_, ReaderStatus::Up, Some(card)) = reader(client, name).await {
-            if card != old {
-                return card;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not come back with a card"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn apdu(client: &mut RawClient, card: CardId, data: &[u8]) -> Result<Vec<u8>, ErrorCode> {
-    match client
-        .request(&CommandCard {
-            card_id: card,
-            data: Bytes::copy_from_slice(data),
-            target: None,
-        })
-        .await
-    {
-        ToClient::CommandCardResponse(r) => match r.outcome.error {
-            None => Ok(r.data.map(|d| d.to_vec()).unwrap_or_default()),
-            Some(e) => Err(e),
-        },
-        ToClient::ErrorResponse(e) => Err(e.error_code()),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn take(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
-    match client
-        .request(&TakeCard {
-            card_id: card,
-            timeout: Some(1000),
-        })
-        .await
-    {
-        ToClient::TakeCardResponse(r) => r.outcome.error,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn subscribe(client: &mut RawClient, flags: &[&str]) {
-    match client
-        .request(&SetNotify {
-            flags: flags.iter().map(|f| f.to_string()).collect(),
-        })
-        .await
-    {
-        ToClient::SetNotifyResponse(r) => assert_eq!(r.outcome.error, None),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// Waits for a notification `ntype:ncode` whose data satisfy `check`; returns its data.
-async fn notification(
-    client: &mut RawClient,
-    ntype: &str,
-    ncode: &str,
-    check: impl Fn(&chipcard_ipc::Group) -> bool,
-) -> chipcard_ipc::Group {
-    loop {
-        let (env, msg) = client.next_message().await;
-        assert!(env.refid.is_none(), "unexpected response {msg:?}");
-        if let ToClient::Notification(n) = msg {
-            if n.ntype == ntype && n.ncode == ncode && check(&n.data) {
-                return n.data;
-            }
-        }
-    }
+    client.wait_for_card_where(name, |card| card != old).await
 }
 
 fn no_zombies(server: u32) {
-    let zombies: Vec<Child> = children_of(server)
+    let zombies: Vec<ChildProcess> = children_of(server)
         .into_iter()
         .filter(|c| c.state == 'Z')
         .collect();
@@ -251,15 +100,15 @@ fn no_zombies(server: u32) {
 async fn killed_driver_is_restarted_and_the_other_is_untouched() {
     let server = Server::start(TWO_DRIVERS);
     let mut watcher = RawClient::ready(&server.socket).await;
-    subscribe(&mut watcher, &["card:removed"]).await;
+    watcher.subscribe(&["card:removed"]).await;
     let mut taker = RawClient::ready(&server.socket).await;
 
     let (a_driver, _, a_card) = reader(&mut taker, "A0").await;
     let (b_driver, _, b_card) = reader(&mut taker, "B0").await;
     let a_card = a_card.expect("card in A0");
     let b_card = b_card.expect("card in B0");
-    assert_eq!(take(&mut taker, a_card).await, None);
-    assert!(apdu(&mut taker, a_card, SELECT_MF).await.is_ok());
+    assert_eq!(taker.take(a_card, Some(1000)).await, None);
+    assert!(taker.apdu(a_card, SELECT_MF).await.is_ok());
 
     let a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs");
     let b_pid = driver_pid(server.pid(), &b_driver).expect("driver b runs");
@@ -267,11 +116,13 @@ async fn killed_driver_is_restarted_and_the_other_is_untouched() {
 
     // Its card is removed, and the taker learns it.
     let card_text = a_card.to_string();
-    notification(&mut watcher, "card", "removed", |d| {
-        d.get_char("cardId").ok() == Some(card_text.as_str())
-    })
-    .await;
-    let err = apdu(&mut taker, a_card, SELECT_MF)
+    watcher
+        .notification("card", "removed", |d| {
+            d.get_char("cardId").ok() == Some(card_text.as_str())
+        })
+        .await;
+    let err = taker
+        .apdu(a_card, SELECT_MF)
         .await
         .expect_err("the card is gone");
     assert!(
@@ -284,8 +135,8 @@ async fn killed_driver_is_restarted_and_the_other_is_untouched() {
     let new_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs again");
     assert_ne!(new_pid, a_pid);
     assert!(is_gone_or_not_child(server.pid(), a_pid));
-    assert_eq!(take(&mut taker, new_card).await, None);
-    assert!(apdu(&mut taker, new_card, SELECT_MF).await.is_ok());
+    assert_eq!(taker.take(new_card, Some(1000)).await, None);
+    assert!(taker.apdu(new_card, SELECT_MF).await.is_ok());
 
     // The other driver was not touched.
     assert_eq!(driver_pid(server.pid(), &b_driver), Some(b_pid));
@@ -310,8 +161,8 @@ async fn stopped_driver_is_detected_by_ping_and_restarted() {
         is_gone_or_not_child(server.pid(), a_pid).then_some(())
     })
     .await;
-    assert_eq!(take(&mut client, new_card).await, None);
-    assert!(apdu(&mut client, new_card, SELECT_MF).await.is_ok());
+    assert_eq!(client.take(new_card, Some(1000)).await, None);
+    assert!(client.apdu(new_card, SELECT_MF).await.is_ok());
     no_zombies(server.pid());
 }
 
@@ -376,11 +227,12 @@ driver {{
     );
     let mut server = Server::start(&config);
     let mut watcher = RawClient::ready(&server.socket).await;
-    subscribe(&mut watcher, &["driver:error"]).await;
-    let data = notification(&mut watcher, "driver", "error", |d| {
-        d.get_char("info").is_ok_and(|i| i.contains("given up"))
-    })
-    .await;
+    watcher.subscribe(&["driver:error"]).await;
+    let data = watcher
+        .notification("driver", "error", |d| {
+            d.get_char("info").is_ok_and(|i| i.contains("given up"))
+        })
+        .await;
     assert_eq!(data.get_char("driverName").ok(), Some("junk"));
 
     let starts = std::fs::read_to_string(scratch.path().join("starts")).expect("starts log");
@@ -403,8 +255,8 @@ driver {{
     let (_, status, card) = reader(&mut client, "A0").await;
     assert_eq!(status, ReaderStatus::Up);
     let card = card.expect("card in A0");
-    assert_eq!(take(&mut client, card).await, None);
-    assert!(apdu(&mut client, card, SELECT_MF).await.is_ok());
+    assert_eq!(client.take(card, Some(1000)).await, None);
+    assert!(client.apdu(card, SELECT_MF).await.is_ok());
     no_zombies(server.pid());
 }
 
@@ -495,18 +347,20 @@ driver {{
     );
     let mut server = Server::start(&config);
     let mut watcher = RawClient::ready(&server.socket).await;
-    subscribe(&mut watcher, &["driver:error", "reader:up"]).await;
+    watcher.subscribe(&["driver:error", "reader:up"]).await;
     // Garbage after ready: a driver error naming the protocol, then a restart whose reader
     // comes up again.
-    notification(&mut watcher, "driver", "error", |d| {
-        d.get_char("info")
-            .is_ok_and(|i| i.contains("protocol") || i.contains("frame"))
-    })
-    .await;
-    notification(&mut watcher, "reader", "up", |d| {
-        d.get_char("readerName").ok() == Some("Late0")
-    })
-    .await;
+    watcher
+        .notification("driver", "error", |d| {
+            d.get_char("info")
+                .is_ok_and(|i| i.contains("protocol") || i.contains("frame"))
+        })
+        .await;
+    watcher
+        .notification("reader", "up", |d| {
+            d.get_char("readerName").ok() == Some("Late0")
+        })
+        .await;
     let log = std::fs::read_to_string(&starts).expect("starts");
     let pids: Vec<u32> = log.lines().filter_map(|l| l.trim().parse().ok()).collect();
     assert!(pids.len() >= 2, "restarted: {pids:?}");

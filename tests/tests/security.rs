@@ -6,6 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use chipcard_ipc::message::{ListReaders, ToClient};
+use chipcard_tests::procs::live_children;
 use chipcard_tests::{bin, RawClient, Server};
 
 const CONFIG: &str = r#"
@@ -160,38 +161,10 @@ async fn readers_are_hidden_and_cards_denied_to_users_not_allowed() {
     assert!(ok, "apdu on an allowed card: {out} {err}");
 }
 
-fn driver_children(server: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok())
-            == Some(server)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn drivers_get_a_scrubbed_environment() {
     let server = Server::start(CONFIG);
-    let drivers = driver_children(server.pid());
+    let drivers = live_children(server.pid());
     assert_eq!(drivers.len(), 2, "two driver processes");
     for pid in drivers {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
@@ -236,7 +209,7 @@ driver {
 }
 "#,
     );
-    let drivers = driver_children(server.pid());
+    let drivers = live_children(server.pid());
     assert_eq!(drivers.len(), 1);
     let status = std::fs::read_to_string(format!("/proc/{}/status", drivers[0])).expect("status");
     let field = |name: &str| {

@@ -5,82 +5,22 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chipcard_ipc::message::{
-    CardAvailable, CardCheck, CardReset, CommandCard, GetDriverVar, ListReaders,
-    ListReadersResponse, ReleaseCard, SetNotify, StartWait, StopWait, TakeCard, ToClient,
+    CardAvailable, CardCheck, CardReset, CommandCard, GetDriverVar, ListReaders, SetNotify,
+    StartWait, StopWait, TakeCard, ToClient,
 };
-use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_ipc::ErrorCode;
 use chipcard_tests::configs::{DDV0_ATR, EMUL_TWO_READERS, TEST_ATR};
+use chipcard_tests::requests::{status_word, SELECT_MF};
 use chipcard_tests::{RawClient, Server};
 
-const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
 const VERIFY_1234: &[u8] = &[0x00, 0x20, 0x00, 0x01, 0x04, 0x31, 0x32, 0x33, 0x34];
 const VERIFY_STATUS: &[u8] = &[0x00, 0x20, 0x00, 0x01];
-
-async fn list(client: &mut RawClient) -> ListReadersResponse {
-    match client.request(&ListReaders {}).await {
-        ToClient::ListReadersResponse(r) => r,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn card_in(client: &mut RawClient, reader: &str) -> Option<CardId> {
-    list(client)
-        .await
-        .readers
-        .iter()
-        .find(|r| r.reader_name == reader)
-        .and_then(|r| r.cards.first().map(|c| c.card_id))
-}
-
-async fn take(client: &mut RawClient, card: CardId, timeout_ms: i32) -> Option<ErrorCode> {
-    match client
-        .request(&TakeCard {
-            card_id: card,
-            timeout: Some(timeout_ms),
-        })
-        .await
-    {
-        ToClient::TakeCardResponse(r) => r.outcome.error,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn release(client: &mut RawClient, card: CardId) -> Option<ErrorCode> {
-    match client.request(&ReleaseCard { card_id: card }).await {
-        ToClient::ReleaseCardResponse(r) => r.outcome.error,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// Sends an APDU; returns the status word or the error.
-async fn apdu(client: &mut RawClient, card: CardId, apdu: &[u8]) -> Result<Vec<u8>, ErrorCode> {
-    match client
-        .request(&CommandCard {
-            card_id: card,
-            data: Bytes::copy_from_slice(apdu),
-            target: None,
-        })
-        .await
-    {
-        ToClient::CommandCardResponse(r) => match r.outcome.error {
-            None => Ok(r.data.expect("a successful CommandCard has data").to_vec()),
-            Some(e) => Err(e),
-        },
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-fn sw(response: &[u8]) -> u16 {
-    let n = response.len();
-    assert!(n >= 2, "response has a status word: {response:02X?}");
-    u16::from_be_bytes([response[n - 2], response[n - 1]])
-}
 
 #[tokio::test]
 async fn take_command_release() {
     let server = Server::start(EMUL_TWO_READERS);
     let mut client = RawClient::ready(&server.socket).await;
-    let readers = list(&mut client).await.readers;
+    let readers = client.list_readers().await.readers;
     assert_eq!(readers.len(), 2);
     let r0 = readers
         .iter()
@@ -92,23 +32,21 @@ async fn take_command_release() {
     assert!(!r0.cards[0].taken);
     let card = r0.cards[0].card_id;
 
-    assert_eq!(take(&mut client, card, 1000).await, None);
-    assert!(list(&mut client)
+    assert_eq!(client.take(card, Some(1000)).await, None);
+    assert!(client
+        .list_readers()
         .await
         .readers
         .iter()
         .any(|r| r.cards.iter().any(|c| c.taken)));
     assert_eq!(
-        sw(&apdu(&mut client, card, SELECT_MF).await.expect("apdu")),
+        status_word(&client.apdu(card, SELECT_MF).await.expect("apdu")),
         0x9000
     );
-    assert_eq!(release(&mut client, card).await, None);
+    assert_eq!(client.release(card).await, None);
     // After release the card is no longer ours.
-    assert_eq!(
-        apdu(&mut client, card, SELECT_MF).await,
-        Err(ErrorCode::NotOwner)
-    );
-    assert_eq!(release(&mut client, card).await, Some(ErrorCode::NotOwner));
+    assert_eq!(client.apdu(card, SELECT_MF).await, Err(ErrorCode::NotOwner));
+    assert_eq!(client.release(card).await, Some(ErrorCode::NotOwner));
 }
 
 #[tokio::test]
@@ -116,22 +54,17 @@ async fn two_clients_race_for_one_card() {
     let server = Server::start(EMUL_TWO_READERS);
     let mut a = RawClient::ready(&server.socket).await;
     let mut b = RawClient::ready(&server.socket).await;
-    let card = card_in(&mut a, "Emul Reader 0")
-        .await
-        .expect("card present");
-    assert_eq!(take(&mut a, card, 1000).await, None);
+    let card = a.card_in("Emul Reader 0").await.expect("card present");
+    assert_eq!(a.take(card, Some(1000)).await, None);
 
     let started = Instant::now();
-    assert_eq!(take(&mut b, card, 300).await, Some(ErrorCode::Busy));
+    assert_eq!(b.take(card, Some(300)).await, Some(ErrorCode::Busy));
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(250),
         "B waited its timeout: {waited:?}"
     );
-    assert_eq!(
-        apdu(&mut b, card, SELECT_MF).await,
-        Err(ErrorCode::NotOwner)
-    );
+    assert_eq!(b.apdu(card, SELECT_MF).await, Err(ErrorCode::NotOwner));
 
     // B queues with a long timeout; A's release hands the card over.
     let id = b
@@ -141,19 +74,16 @@ async fn two_clients_race_for_one_card() {
         })
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(release(&mut a, card).await, None);
+    assert_eq!(a.release(card).await, None);
     match b.response_to(id).await {
         ToClient::TakeCardResponse(r) => assert_eq!(r.outcome.error, None, "{r:?}"),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(
-        sw(&apdu(&mut b, card, SELECT_MF).await.expect("apdu")),
+        status_word(&b.apdu(card, SELECT_MF).await.expect("apdu")),
         0x9000
     );
-    assert_eq!(
-        apdu(&mut a, card, SELECT_MF).await,
-        Err(ErrorCode::NotOwner)
-    );
+    assert_eq!(a.apdu(card, SELECT_MF).await, Err(ErrorCode::NotOwner));
 }
 
 #[tokio::test]
@@ -161,27 +91,25 @@ async fn release_resets_a_verified_pin() {
     let server = Server::start(EMUL_TWO_READERS);
     let mut a = RawClient::ready(&server.socket).await;
     let mut b = RawClient::ready(&server.socket).await;
-    let card = card_in(&mut a, "Emul Reader 0")
-        .await
-        .expect("card present");
+    let card = a.card_in("Emul Reader 0").await.expect("card present");
 
-    assert_eq!(take(&mut a, card, 1000).await, None);
+    assert_eq!(a.take(card, Some(1000)).await, None);
     assert_eq!(
-        sw(&apdu(&mut a, card, VERIFY_STATUS).await.expect("apdu")) & 0xFFF0,
+        status_word(&a.apdu(card, VERIFY_STATUS).await.expect("apdu")) & 0xFFF0,
         0x63C0
     );
     assert_eq!(
-        sw(&apdu(&mut a, card, VERIFY_1234).await.expect("apdu")),
+        status_word(&a.apdu(card, VERIFY_1234).await.expect("apdu")),
         0x9000
     );
     assert_eq!(
-        sw(&apdu(&mut a, card, VERIFY_STATUS).await.expect("apdu")),
+        status_word(&a.apdu(card, VERIFY_STATUS).await.expect("apdu")),
         0x9000
     );
-    assert_eq!(release(&mut a, card).await, None);
+    assert_eq!(a.release(card).await, None);
 
-    assert_eq!(take(&mut b, card, 1000).await, None);
-    let status = sw(&apdu(&mut b, card, VERIFY_STATUS).await.expect("apdu"));
+    assert_eq!(b.take(card, Some(1000)).await, None);
+    let status = status_word(&b.apdu(card, VERIFY_STATUS).await.expect("apdu"));
     assert_eq!(
         status & 0xFFF0,
         0x63C0,
@@ -193,19 +121,17 @@ async fn release_resets_a_verified_pin() {
 async fn disconnect_of_the_taker_resets_and_frees_the_card() {
     let server = Server::start(EMUL_TWO_READERS);
     let mut b = RawClient::ready(&server.socket).await;
-    let card = card_in(&mut b, "Emul Reader 0")
-        .await
-        .expect("card present");
+    let card = b.card_in("Emul Reader 0").await.expect("card present");
     {
         let mut a = RawClient::ready(&server.socket).await;
-        assert_eq!(take(&mut a, card, 1000).await, None);
+        assert_eq!(a.take(card, Some(1000)).await, None);
         assert_eq!(
-            sw(&apdu(&mut a, card, VERIFY_1234).await.expect("apdu")),
+            status_word(&a.apdu(card, VERIFY_1234).await.expect("apdu")),
             0x9000
         );
     } // a disconnects holding the card
-    assert_eq!(take(&mut b, card, 5000).await, None);
-    let status = sw(&apdu(&mut b, card, VERIFY_STATUS).await.expect("apdu"));
+    assert_eq!(b.take(card, Some(5000)).await, None);
+    let status = status_word(&b.apdu(card, VERIFY_STATUS).await.expect("apdu"));
     assert_eq!(
         status & 0xFFF0,
         0x63C0,
@@ -217,17 +143,15 @@ async fn disconnect_of_the_taker_resets_and_frees_the_card() {
 async fn check_reset_and_driver_vars() {
     let server = Server::start(EMUL_TWO_READERS);
     let mut client = RawClient::ready(&server.socket).await;
-    let card = card_in(&mut client, "Emul Reader 0")
-        .await
-        .expect("card present");
-    assert_eq!(take(&mut client, card, 1000).await, None);
+    let card = client.card_in("Emul Reader 0").await.expect("card present");
+    assert_eq!(client.take(card, Some(1000)).await, None);
 
     match client.request(&CardCheck { card_id: card }).await {
         ToClient::CardCheckResponse(r) => assert_eq!(r.outcome.error, None),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(
-        sw(&apdu(&mut client, card, VERIFY_1234).await.expect("apdu")),
+        status_word(&client.apdu(card, VERIFY_1234).await.expect("apdu")),
         0x9000
     );
     match client.request(&CardReset { card_id: card }).await {
@@ -241,7 +165,7 @@ async fn check_reset_and_driver_vars() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    let status = sw(&apdu(&mut client, card, VERIFY_STATUS).await.expect("apdu"));
+    let status = status_word(&client.apdu(card, VERIFY_STATUS).await.expect("apdu"));
     assert_eq!(status & 0xFFF0, 0x63C0, "reset cleared the PIN state");
 
     match client
@@ -412,10 +336,8 @@ async fn bad_notify_pattern_is_rejected() {
 async fn pipelined_requests_are_all_answered_by_refid() {
     let server = Server::start(EMUL_TWO_READERS);
     let mut client = RawClient::ready(&server.socket).await;
-    let card = card_in(&mut client, "Emul Reader 0")
-        .await
-        .expect("card present");
-    assert_eq!(take(&mut client, card, 1000).await, None);
+    let card = client.card_in("Emul Reader 0").await.expect("card present");
+    assert_eq!(client.take(card, Some(1000)).await, None);
     let mut ids = Vec::new();
     for _ in 0..10 {
         ids.push(
@@ -455,13 +377,13 @@ async fn removed_card_ids_are_never_reused_and_answer_code_7() {
         server.control(&format!("insert Emul Reader 1 0 {TEST_ATR}")),
         "ok"
     );
-    let first = wait_for_card(&mut client, "Emul Reader 1").await;
-    assert_eq!(take(&mut client, first, 1000).await, None);
+    let first = client.wait_for_card("Emul Reader 1").await;
+    assert_eq!(client.take(first, Some(1000)).await, None);
 
     assert_eq!(server.control("remove Emul Reader 1 0"), "ok");
     wait_for_no_card(&mut client, "Emul Reader 1").await;
     assert_eq!(
-        apdu(&mut client, first, SELECT_MF).await,
+        client.apdu(first, SELECT_MF).await,
         Err(ErrorCode::CardRemoved)
     );
     match client.request(&CardCheck { card_id: first }).await {
@@ -473,28 +395,17 @@ async fn removed_card_ids_are_never_reused_and_answer_code_7() {
         server.control(&format!("insert Emul Reader 1 0 {TEST_ATR}")),
         "ok"
     );
-    let second = wait_for_card(&mut client, "Emul Reader 1").await;
+    let second = client.wait_for_card("Emul Reader 1").await;
     assert_ne!(first, second, "a new card gets a new id");
     assert_eq!(
-        apdu(&mut client, first, SELECT_MF).await,
+        client.apdu(first, SELECT_MF).await,
         Err(ErrorCode::CardRemoved)
     );
 }
 
-async fn wait_for_card(client: &mut RawClient, reader: &str) -> CardId {
-    let deadline = Instant::now() + chipcard_tests::TIMEOUT;
-    loop {
-        if let Some(card) = card_in(client, reader).await {
-            return card;
-        }
-        assert!(Instant::now() < deadline, "no card appeared in {reader}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn wait_for_no_card(client: &mut RawClient, reader: &str) {
     let deadline = Instant::now() + chipcard_tests::TIMEOUT;
-    while card_in(client, reader).await.is_some() {
+    while client.card_in(reader).await.is_some() {
         assert!(Instant::now() < deadline, "card stayed in {reader}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

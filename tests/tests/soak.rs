@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chipcard_ipc::message::{CommandCard, ListReaders, ReleaseCard, TakeCard, ToClient};
 use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_tests::procs::{driver_pid, vm_rss_kib};
 use chipcard_tests::{RawClient, Server};
 
 const CLIENTS: usize = 50;
@@ -56,18 +57,6 @@ fn select(fid: u16) -> Bytes {
 fn names_fid(response: &[u8], fid: u16) -> bool {
     let [hi, lo] = fid.to_be_bytes();
     response.ends_with(&[0x90, 0x00]) && response.windows(4).any(|w| w == [0x83, 0x02, hi, lo])
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .expect("VmRSS")
 }
 
 async fn cards(client: &mut RawClient) -> Vec<CardId> {
@@ -174,34 +163,6 @@ async fn run_client(socket: std::path::PathBuf, n: usize, tally: Arc<Tally>) {
             other => panic!("unexpected {other:?}"),
         }
     }
-}
-
-fn driver_pid(server: u32, driver_id: &str) -> Option<u32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        if fields.next().and_then(|p| p.parse::<u32>().ok()) != Some(server) || state == Some("Z") {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(driver_id) {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
