@@ -1,7 +1,5 @@
 //! The crate's error type, and the error a backend reports for one request.
 
-use std::os::fd::RawFd;
-
 use chipcard_ipc::ErrorCode;
 
 /// What a [`Backend`](crate::Backend) reports when a request fails: a protocol error code
@@ -54,13 +52,8 @@ impl DriverError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The `--ipc-fd` descriptor cannot be used.
-    #[error("--ipc-fd {fd}: {reason}")]
-    IpcFd {
-        /// The descriptor given.
-        fd: RawFd,
-        /// Why it was refused.
-        reason: String,
-    },
+    #[error(transparent)]
+    IpcFd(#[from] chipcard_child::IpcFdError),
     /// The connection to the server failed: framing, encoding or I/O.
     #[error("connection to the server: {0}")]
     Ipc(#[from] chipcard_ipc::Error),

@@ -69,24 +69,22 @@
 //! [`run`] logs to standard error with `tracing`, filtered by `--log-level` or else
 //! `RUST_LOG` (default `info`), in a span carrying the `driver_id`. APDUs are logged at
 //! `trace`, with the data of PIN commands left out.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod args;
 mod backend;
 mod error;
-mod fd;
 mod serve;
 mod worker;
 
 use std::process::ExitCode;
 
 use tracing::{error, info_span, Instrument};
-use tracing_subscriber::EnvFilter;
 
 pub use args::Args;
 pub use backend::{Backend, Event, EventReceiver, EventSink};
 pub use error::{DriverError, Error, Result};
-pub use fd::adopt_ipc_fd;
+pub use chipcard_child::{adopt_ipc_fd, init_logging};
 pub use serve::{serve, Exit, STOP_TIMEOUT};
 
 /// The exit code after `StopDriver` or when the server went away.
@@ -136,21 +134,4 @@ pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
         }
         .instrument(span),
     )
-}
-
-/// Logs to standard error: `filter` if given, else `RUST_LOG`, else `info`. Does nothing if
-/// a global subscriber is already set.
-pub fn init_logging(filter: Option<&str>) {
-    let filter = match filter {
-        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
-            eprintln!("--log-level '{f}': {e}; using 'info'");
-            EnvFilter::new("info")
-        }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }
