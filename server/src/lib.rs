@@ -62,6 +62,7 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod child;
 pub mod cardtypes;
 pub mod client;
 pub mod config;
@@ -75,6 +76,9 @@ pub mod notify;
 pub mod outbox;
 pub mod registry;
 pub mod server;
+pub mod service;
+pub mod service_requests;
+pub mod services;
 pub mod setup;
 pub mod socket;
 pub mod supervisor;
