@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use chipcard_ipc::message::ServiceCard;
 use chipcard_ipc::Group;
 use chipcard_service::{Context, Reply, Request, Service, ServiceError};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::atr::{Atr, Tck};
 use crate::list::AtrList;
@@ -81,7 +81,7 @@ impl CardInfo {
                 info!(path = %self.list_path.display(), entries = list.entries.len(),
                       skipped = list.skipped.len(), "ATR list read");
                 for skipped in list.skipped.iter().take(5) {
-                    warn!(path = %self.list_path.display(), "ATR list: {skipped}");
+                    debug!(path = %self.list_path.display(), "ATR list: {skipped}");
                 }
                 ListState::Loaded(list)
             }
