@@ -442,3 +442,59 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
 }
+
+/// Runs `chipcard-tool --socket SOCKET ARGS...` with `input` on standard input.
+fn tool(server: &Server, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(chipcard_tests::bin("chipcard-tool"))
+        .arg("--socket")
+        .arg(&server.socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chipcard-tool");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("chipcard-tool ran")
+}
+
+#[test]
+fn the_tool_describes_cards_and_runs_service_sessions() {
+    let server = start(60_000);
+    let out = tool(&server, &["info"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("\nATR         3B 88 80 01 00 00 00 00 00 00 00 00\n"), "{text}");
+    assert!(text.contains("\nTD1         80  protocol T=0; TD2 follow\n"), "{text}");
+    assert!(text.contains("\nprotocols   T=0, T=1\n"), "{text}");
+    assert!(text.contains("\npcsc-tools  chipcard emulated test card\n"), "{text}");
+    assert!(text.starts_with("card        0x00000001 in Emul Reader 0\n"), "{text}");
+
+    let out = tool(&server, &["info", "--service", "cardinfo-nolist", "--json"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"card_id\": \"0x00000001\""), "{text}");
+    assert!(text.contains("not installed"), "{text}");
+
+    let steps = "command Describe ATR:bin=3B021450\nclose\n";
+    let out = tool(&server, &["--json", "service", "open", "cardinfo"], steps);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].contains("\"step\":\"open\""), "{}", lines[0]);
+    assert!(lines[1].contains("\"name\":\"DescribeResponse\""), "{}", lines[1]);
+    assert!(lines[2].contains("\"step\":\"close\""), "{}", lines[2]);
+
+    let out = tool(&server, &["service", "command", "cardinfo", "Explode"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not supported (5)"), "{err}");
+    let out = tool(&server, &["service", "close", "nope"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found (3)"));
+}
