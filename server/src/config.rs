@@ -659,10 +659,28 @@ mod tests {
         assert_eq!(c.services[1].idle_timeout, Duration::from_millis(250));
         assert_eq!(c.services[0].group.get_char("atrList").ok(), Some("/x"));
         let bad = [
-            (Group::new("service").with_char("type", "x").with_char("flags", "client"), "service[0]/flags"),
-            (Group::new("service").with_char("type", "x").with_char("flags", "loud"), "service[0]/flags"),
-            (Group::new("service").with_char("type", "../x"), "service[0]/type"),
-            (Group::new("service").with_char("type", "x").with_int("idleTimeout", 0), "service[0]/idleTimeout"),
+            (
+                Group::new("service")
+                    .with_char("type", "x")
+                    .with_char("flags", "client"),
+                "service[0]/flags",
+            ),
+            (
+                Group::new("service")
+                    .with_char("type", "x")
+                    .with_char("flags", "loud"),
+                "service[0]/flags",
+            ),
+            (
+                Group::new("service").with_char("type", "../x"),
+                "service[0]/type",
+            ),
+            (
+                Group::new("service")
+                    .with_char("type", "x")
+                    .with_int("idleTimeout", 0),
+                "service[0]/idleTimeout",
+            ),
         ];
         for (g, key) in bad {
             let e = Config::from_group(&doc().with_group(g)).expect_err("invalid");

@@ -23,8 +23,8 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use crate::child::{CallError, Pinging, CHILD_ENV as DRIVER_ENV};
 use crate::child::{self, sleep_until_some};
+pub use crate::child::{CallError, Pinging, CHILD_ENV as DRIVER_ENV};
 use crate::error::{Error, Result};
 use crate::server::Shared;
 

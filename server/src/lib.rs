@@ -62,8 +62,8 @@
 #![deny(unsafe_code)]
 
 pub mod access;
-pub mod child;
 pub mod cardtypes;
+pub mod child;
 pub mod client;
 pub mod config;
 pub mod dispatch;

@@ -266,7 +266,11 @@ async fn stop_unit<U: Unit>(running: Running<U>) {
 /// Applies a new configuration's drivers or services: those whose group is unchanged keep
 /// running, changed ones are restarted (same id), removed ones stopped and forgotten, new
 /// ones started. Settings in `server {}` and `cardDir` need a restart.
-async fn apply_reload<U: Unit>(shared: &Arc<Shared>, running: &mut Vec<Running<U>>, config: &Config) {
+async fn apply_reload<U: Unit>(
+    shared: &Arc<Shared>,
+    running: &mut Vec<Running<U>>,
+    config: &Config,
+) {
     let configured = U::configured(config);
     let old = std::mem::take(running);
     let mut kept_names = Vec::new();
@@ -442,12 +446,16 @@ impl Server {
         for (id, config) in drivers {
             let (tx, rx) = tokio::sync::oneshot::channel();
             settling.push(rx);
-            units.drivers.push(start_unit(&shared, id, config, Some(tx)));
+            units
+                .drivers
+                .push(start_unit(&shared, id, config, Some(tx)));
         }
         for (id, config) in services {
             let (tx, rx) = tokio::sync::oneshot::channel();
             settling.push(rx);
-            units.services.push(start_unit(&shared, id, config, Some(tx)));
+            units
+                .services
+                .push(start_unit(&shared, id, config, Some(tx)));
         }
         tokio::pin!(stop);
         // Clients are accepted once every driver's (and autoload service's) first start has

@@ -244,7 +244,8 @@ pub async fn supervise(
     mut settled: Settled,
     stop: CancellationToken,
 ) {
-    let span = info_span!("service", service = %id, name = %config.name, kind = %config.service_type);
+    let span =
+        info_span!("service", service = %id, name = %config.name, kind = %config.service_type);
     async move {
         let program = service_program(&shared.settings.driver_dir, &config.service_type);
         let settings = shared.settings.clone();
@@ -273,7 +274,14 @@ impl Supervised for ServiceUnit {
         settled: Settled,
         stop: &CancellationToken,
     ) -> impl std::future::Future<Output = Run> + Send {
-        run_once(&self.shared, self.id, &self.config, &self.program, settled, stop)
+        run_once(
+            &self.shared,
+            self.id,
+            &self.config,
+            &self.program,
+            settled,
+            stop,
+        )
     }
 
     fn failed_start(&self, why: &str) {

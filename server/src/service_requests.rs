@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chipcard_ipc::message::{
-    ForwardedServiceClose, ForwardedServiceCommand, ForwardedServiceOpen, FromService,
-    ServiceCard, ServiceClose, ServiceCloseResponse, ServiceCommand, ServiceCommandResponse,
-    ServiceOpen, ServiceOpenResponse,
+    ForwardedServiceClose, ForwardedServiceCommand, ForwardedServiceOpen, FromService, ServiceCard,
+    ServiceClose, ServiceCloseResponse, ServiceCommand, ServiceCommandResponse, ServiceOpen,
+    ServiceOpenResponse,
 };
 use chipcard_ipc::{CardId, ClientId, ContextId, ErrorCode, Group, Outcome, Outgoing, ServiceId};
 use tokio::sync::{watch, Notify};
@@ -272,7 +272,8 @@ pub fn command(shared: &Arc<Shared>, client: ClientId, m: ServiceCommand, reply:
                     0 => Ok((r.name, r.command)),
                     n => Err(Failure::new(
                         ErrorCode::from_number(n),
-                        r.text.unwrap_or_else(|| format!("the service failed ({n})")),
+                        r.text
+                            .unwrap_or_else(|| format!("the service failed ({n})")),
                     )),
                 },
                 Ok(other) => Err(unexpected(&other)),
@@ -294,7 +295,13 @@ pub fn close(shared: &Arc<Shared>, client: ClientId, m: ServiceClose, reply: Rep
         let closed = reg
             .services_mut()
             .close_context(client, service, context)
-            .map(|open| (open, up_link(&reg, service).ok(), reg.client_identity(client)));
+            .map(|open| {
+                (
+                    open,
+                    up_link(&reg, service).ok(),
+                    reg.client_identity(client),
+                )
+            });
         (about, closed)
     };
     let answer = move |about: About, outcome: Outcome, data: Option<Group>| ServiceCloseResponse {
@@ -495,15 +502,17 @@ async fn wait_for_link(
             }
         }
     };
-    tokio::time::timeout(limit, waiting).await.unwrap_or_else(|_| {
-        Err(Failure::new(
-            ErrorCode::Timeout,
-            format!(
-                "service '{name}' did not start within {} ms",
-                limit.as_millis()
-            ),
-        ))
-    })
+    tokio::time::timeout(limit, waiting)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::new(
+                ErrorCode::Timeout,
+                format!(
+                    "service '{name}' did not start within {} ms",
+                    limit.as_millis()
+                ),
+            ))
+        })
 }
 
 /// Who the client is; the user name is looked up once (off the runtime's threads: it may

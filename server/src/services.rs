@@ -369,12 +369,24 @@ mod tests {
         assert_eq!(t.find(None, Some("CARDINFO")).ok(), Some(a));
         assert_eq!(t.find(Some(b), None).ok(), Some(b));
         let code = |r: Result<ServiceId, Failure>| r.map_err(|f| f.code);
-        assert_eq!(code(t.find(Some(a), Some("cardinfo"))), Err(ErrorCode::InvalidArgument));
+        assert_eq!(
+            code(t.find(Some(a), Some("cardinfo"))),
+            Err(ErrorCode::InvalidArgument)
+        );
         assert_eq!(code(t.find(None, None)), Err(ErrorCode::InvalidArgument));
-        assert_eq!(code(t.find(Some(ServiceId(9)), None)), Err(ErrorCode::NotFound));
+        assert_eq!(
+            code(t.find(Some(ServiceId(9)), None)),
+            Err(ErrorCode::NotFound)
+        );
         assert_eq!(code(t.find(None, Some("nope"))), Err(ErrorCode::NotFound));
-        assert!(matches!(t.get(a).map(|s| s.availability()), Some(Availability::Idle)));
-        assert!(matches!(t.get(b).map(|s| s.availability()), Some(Availability::Starting)));
+        assert!(matches!(
+            t.get(a).map(|s| s.availability()),
+            Some(Availability::Idle)
+        ));
+        assert!(matches!(
+            t.get(b).map(|s| s.availability()),
+            Some(Availability::Starting)
+        ));
     }
 
     #[test]
@@ -390,12 +402,18 @@ mod tests {
         );
         assert!(t.context_opened(c1));
         assert!(t.check_context(alice, s, c1).is_ok());
-        assert_eq!(t.check_context(bob, s, c1).map_err(|f| f.code), Err(ErrorCode::NotFound));
+        assert_eq!(
+            t.check_context(bob, s, c1).map_err(|f| f.code),
+            Err(ErrorCode::NotFound)
+        );
         assert_eq!(
             t.check_context(alice, ServiceId(7), c1).map_err(|f| f.code),
             Err(ErrorCode::NotFound)
         );
-        assert!(!t.is_idle(s, Duration::ZERO), "an open context keeps it busy");
+        assert!(
+            !t.is_idle(s, Duration::ZERO),
+            "an open context keeps it busy"
+        );
         assert_eq!(t.lose_contexts(s, "service crashed"), 1);
         assert_eq!(t.lose_contexts(s, "again"), 0);
         let lost = t.check_context(alice, s, c1).expect_err("lost");
@@ -408,7 +426,11 @@ mod tests {
         assert!(t.context_opened(c2));
         let c3 = t.open_context(s, bob);
         let orphans = t.remove_client(bob);
-        assert_eq!(orphans.len(), 1, "only open contexts are closed in the service");
+        assert_eq!(
+            orphans.len(),
+            1,
+            "only open contexts are closed in the service"
+        );
         assert_eq!(orphans[0].context, c2);
         assert!(!t.context_opened(c3), "gone with its client");
     }

@@ -186,7 +186,10 @@ pub fn summary(config: &Config) -> String {
             s.name,
             s.service_type,
             if flags.is_empty() {
-                format!("started on demand, idle timeout {} ms", s.idle_timeout.as_millis())
+                format!(
+                    "started on demand, idle timeout {} ms",
+                    s.idle_timeout.as_millis()
+                )
             } else {
                 format!("flags {}", flags.join(", "))
             }

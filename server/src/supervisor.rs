@@ -170,7 +170,14 @@ impl Supervised for DriverUnit {
         settled: driver::Settled,
         stop: &CancellationToken,
     ) -> impl std::future::Future<Output = Run> + Send {
-        run_once(&self.shared, self.id, &self.config, &self.program, settled, stop)
+        run_once(
+            &self.shared,
+            self.id,
+            &self.config,
+            &self.program,
+            settled,
+            stop,
+        )
     }
 
     fn failed_start(&self, why: &str) {

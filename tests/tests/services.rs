@@ -30,7 +30,10 @@ async fn open(client: &mut RawClient, name: &str) -> ServiceOpenResponse {
     }
 }
 
-async fn open_ok(client: &mut RawClient, name: &str) -> (ServiceId, ContextId, ServiceOpenResponse) {
+async fn open_ok(
+    client: &mut RawClient,
+    name: &str,
+) -> (ServiceId, ContextId, ServiceOpenResponse) {
     let r = open(client, name).await;
     assert!(r.outcome.is_ok(), "open {name}: {:?}", r.outcome);
     let service = r.service_id.expect("serviceId");
@@ -55,7 +58,11 @@ async fn command(
     }
 }
 
-async fn close(client: &mut RawClient, service: ServiceId, context: ContextId) -> ServiceCloseResponse {
+async fn close(
+    client: &mut RawClient,
+    service: ServiceId,
+    context: ContextId,
+) -> ServiceCloseResponse {
     let msg = ServiceClose {
         service_id: service,
         context_id: context,
@@ -120,7 +127,10 @@ fn service_pid(server: &Server, name: &str) -> Option<u32> {
             continue;
         };
         // The fields after the command name: state, ppid, ...
-        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1));
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
         if ppid == Some(parent.as_str()) && cmdline.contains(name) {
@@ -150,15 +160,23 @@ async fn open_command_close_through_chipcardd() {
     assert_eq!(r.context_id, Some(context));
     let d = r.command.expect("command group");
     assert_eq!(d.get_char("CardId").ok(), Some(card.to_string().as_str()));
-    assert_eq!(d.get_bin("ATR").ok().map(|b| b.to_vec()), Some(hex(TEST_ATR)));
-    assert_eq!(d.get_chars("CardTypes").ok(), Some(card_types.iter().map(String::as_str).collect()));
+    assert_eq!(
+        d.get_bin("ATR").ok().map(|b| b.to_vec()),
+        Some(hex(TEST_ATR))
+    );
+    assert_eq!(
+        d.get_chars("CardTypes").ok(),
+        Some(card_types.iter().map(String::as_str).collect())
+    );
     assert_eq!(d.get_char("ReaderName").ok(), Some("Emul Reader 0"));
     let atr = d.get_group("atr").expect("atr");
     assert_eq!(atr.get_char("TS").ok(), Some("3B"));
     assert_eq!(atr.get_chars("protocols").ok(), Some(vec!["T=0", "T=1"]));
     // The emulator's ATR announces T=1 but has no TCK.
     assert_eq!(atr.get_char("valid").ok(), Some("no"));
-    assert!(atr.get_char("TCKStatus").is_ok_and(|t| t.starts_with("missing")));
+    assert!(atr
+        .get_char("TCKStatus")
+        .is_ok_and(|t| t.starts_with("missing")));
     let desc = d.get_group("descriptions").expect("descriptions");
     assert_eq!(desc.get_char("status").ok(), Some("ok"));
     let texts: Vec<&str> = desc
@@ -168,7 +186,10 @@ async fn open_command_close_through_chipcardd() {
     assert_eq!(texts, ["chipcard emulated test card"]);
 
     // A card with a clean T=1 ATR, inserted now; and a bare ATR without a card.
-    assert_eq!(server.control(&format!("insert Emul Reader 1 0 {EGK_ATR}")), "ok");
+    assert_eq!(
+        server.control(&format!("insert Emul Reader 1 0 {EGK_ATR}")),
+        "ok"
+    );
     let (egk, _) = card_in(&mut client, "Emul Reader 1").await;
     let r = command(&mut client, service, context, describe(egk)).await;
     let d = r.command.expect("command group");
@@ -196,13 +217,21 @@ async fn open_command_close_through_chipcardd() {
     let r = command(&mut client, service, context, bare).await;
     let d = r.command.expect("command group");
     assert!(d.var("CardId").is_none());
-    assert_eq!(d.get_group("atr").and_then(|a| a.get_char("valid")).ok(), Some("yes"));
+    assert_eq!(
+        d.get_group("atr").and_then(|a| a.get_char("valid")).ok(),
+        Some("yes")
+    );
 
     let r = close(&mut client, service, context).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
     assert_eq!(r.outcome.text, "Service closed");
     let r = command(&mut client, service, context, describe(card)).await;
-    assert_eq!(r.outcome.error, Some(ErrorCode::NotFound), "closed: {:?}", r.outcome);
+    assert_eq!(
+        r.outcome.error,
+        Some(ErrorCode::NotFound),
+        "closed: {:?}",
+        r.outcome
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,13 +241,25 @@ async fn the_list_not_installed_is_said_clearly() {
     let (card, _) = card_in(&mut client, "Emul Reader 0").await;
     let (service, context, r) = open_ok(&mut client, "cardinfo-nolist").await;
     assert_eq!(
-        r.service.expect("service group").get_char("listStatus").ok(),
+        r.service
+            .expect("service group")
+            .get_char("listStatus")
+            .ok(),
         Some("not installed")
     );
     let r = command(&mut client, service, context, describe(card)).await;
-    let desc = r.command.expect("command").get_group("descriptions").cloned().expect("group");
+    let desc = r
+        .command
+        .expect("command")
+        .get_group("descriptions")
+        .cloned()
+        .expect("group");
     assert_eq!(desc.get_char("status").ok(), Some("not installed"));
-    assert!(desc.get_char("text").is_ok_and(|t| t.contains("is not installed")), "{desc:?}");
+    assert!(
+        desc.get_char("text")
+            .is_ok_and(|t| t.contains("is not installed")),
+        "{desc:?}"
+    );
     assert!(desc.group("entry").is_none());
 }
 
@@ -241,10 +282,19 @@ async fn two_clients_have_separate_contexts() {
     let r = close(&mut bob, service, a).await;
     assert_eq!(r.outcome.error, Some(ErrorCode::NotFound));
     // Both contexts work; closing Bob's leaves Alice's open.
-    assert!(command(&mut alice, service, a, describe(card)).await.outcome.is_ok());
-    assert!(command(&mut bob, service, b, describe(card)).await.outcome.is_ok());
+    assert!(command(&mut alice, service, a, describe(card))
+        .await
+        .outcome
+        .is_ok());
+    assert!(command(&mut bob, service, b, describe(card))
+        .await
+        .outcome
+        .is_ok());
     assert!(close(&mut bob, service, b).await.outcome.is_ok());
-    assert!(command(&mut alice, service, a, describe(card)).await.outcome.is_ok());
+    assert!(command(&mut alice, service, a, describe(card))
+        .await
+        .outcome
+        .is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,20 +314,38 @@ async fn a_client_disconnect_closes_its_contexts() {
     assert!(r.outcome.is_ok());
     let mut alice = RawClient::ready(&server.socket).await;
     let (service, _context, _) = open_ok(&mut alice, "cardinfo").await;
-    let up = next_notification(&mut watcher, TIMEOUT).await.expect("service:up");
+    let up = next_notification(&mut watcher, TIMEOUT)
+        .await
+        .expect("service:up");
     assert_eq!((up.ntype.as_str(), up.ncode.as_str()), ("service", "up"));
     assert_eq!(up.data.get_char("serviceName").ok(), Some("cardinfo"));
-    assert_eq!(up.data.get_char("serviceId").ok(), Some(service.to_string().as_str()));
+    assert_eq!(
+        up.data.get_char("serviceId").ok(),
+        Some(service.to_string().as_str())
+    );
     assert!(service_pid(&server, "chipcard-service-cardinfo").is_some());
     // While Alice keeps her context open the service stays.
-    assert!(next_notification(&mut watcher, Duration::from_millis(1200)).await.is_none());
+    assert!(next_notification(&mut watcher, Duration::from_millis(1200))
+        .await
+        .is_none());
     drop(alice);
-    let down = next_notification(&mut watcher, TIMEOUT).await.expect("service:down");
-    assert_eq!((down.ntype.as_str(), down.ncode.as_str()), ("service", "down"));
-    assert_eq!(down.data.get_char("info").ok(), Some("stopped after idleTimeout"));
+    let down = next_notification(&mut watcher, TIMEOUT)
+        .await
+        .expect("service:down");
+    assert_eq!(
+        (down.ntype.as_str(), down.ncode.as_str()),
+        ("service", "down")
+    );
+    assert_eq!(
+        down.data.get_char("info").ok(),
+        Some("stopped after idleTimeout")
+    );
     // Opened again, it starts again.
     let (_, _, r) = open_ok(&mut watcher, "cardinfo").await;
-    assert_eq!(r.service.expect("group").get_char("listStatus").ok(), Some("ok"));
+    assert_eq!(
+        r.service.expect("group").get_char("listStatus").ok(),
+        Some("ok")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,8 +371,13 @@ async fn a_crashed_service_is_restarted_and_its_contexts_get_an_error() {
         .status()
         .expect("run kill");
     assert!(killed.success());
-    let down = next_notification(&mut client, TIMEOUT).await.expect("service:down");
-    assert_eq!((down.ntype.as_str(), down.ncode.as_str()), ("service", "down"));
+    let down = next_notification(&mut client, TIMEOUT)
+        .await
+        .expect("service:down");
+    assert_eq!(
+        (down.ntype.as_str(), down.ncode.as_str()),
+        ("service", "down")
+    );
     let info = down.data.get_char("info").unwrap_or_default();
     assert!(
         info.contains("exited") || info.contains("closed its connection"),
@@ -312,16 +385,26 @@ async fn a_crashed_service_is_restarted_and_its_contexts_get_an_error() {
     );
     // The context died with the process.
     let r = command(&mut client, service, context, describe(card)).await;
-    assert_eq!(r.outcome.error, Some(ErrorCode::DriverError), "{:?}", r.outcome);
+    assert_eq!(
+        r.outcome.error,
+        Some(ErrorCode::DriverError),
+        "{:?}",
+        r.outcome
+    );
     assert!(r.outcome.text.contains("lost"), "{}", r.outcome.text);
     // Restarted after restartBackoff; a new context works.
-    let up = next_notification(&mut client, TIMEOUT).await.expect("service:up");
+    let up = next_notification(&mut client, TIMEOUT)
+        .await
+        .expect("service:up");
     assert_eq!((up.ntype.as_str(), up.ncode.as_str()), ("service", "up"));
     let new_pid = service_pid(&server, "chipcard-service-cardinfo").expect("restarted");
     assert_ne!(new_pid, pid);
     let (_, fresh, _) = open_ok(&mut client, "cardinfo-auto").await;
     assert!(fresh > context);
-    assert!(command(&mut client, service, fresh, describe(card)).await.outcome.is_ok());
+    assert!(command(&mut client, service, fresh, describe(card))
+        .await
+        .outcome
+        .is_ok());
     // Closing the lost context succeeds; the server kept serving throughout.
     assert!(close(&mut client, service, context).await.outcome.is_ok());
     assert!(server.is_running());
@@ -340,9 +423,15 @@ async fn bad_requests_get_the_right_codes() {
         command: None,
     };
     let cases = [
-        (open_with(Some(service), Some("cardinfo")), ErrorCode::InvalidArgument),
+        (
+            open_with(Some(service), Some("cardinfo")),
+            ErrorCode::InvalidArgument,
+        ),
         (open_with(None, None), ErrorCode::InvalidArgument),
-        (open_with(None, Some("no-such-service")), ErrorCode::NotFound),
+        (
+            open_with(None, Some("no-such-service")),
+            ErrorCode::NotFound,
+        ),
         (open_with(Some(ServiceId(0x77)), None), ErrorCode::NotFound),
     ];
     for (msg, code) in cases {
@@ -354,7 +443,10 @@ async fn bad_requests_get_the_right_codes() {
     }
     // The wire shape: int code and the same number in ErrorCode.
     let id = client
-        .send_cmd("ServiceOpen", Group::new("data").with_char("serviceName", "nope"))
+        .send_cmd(
+            "ServiceOpen",
+            Group::new("data").with_char("serviceName", "nope"),
+        )
         .await;
     let env = loop {
         let env = client.next_envelope().await.expect("answer");
@@ -373,19 +465,42 @@ async fn bad_requests_get_the_right_codes() {
         command: g,
     };
     let cases = [
-        (cmd(ContextId(0x999), service, describe(card)), ErrorCode::NotFound),
-        (cmd(context, ServiceId(0x77), describe(card)), ErrorCode::NotFound),
         (
-            cmd(context, service, Group::new("command").with_char("name", "Describe").with_char("CardId", "zz")),
-            ErrorCode::InvalidArgument,
-        ),
-        (cmd(context, service, describe(CardId(0x4242))), ErrorCode::NotFound),
-        (
-            cmd(context, service, Group::new("command").with_char("name", "Describe")),
-            ErrorCode::InvalidArgument,
+            cmd(ContextId(0x999), service, describe(card)),
+            ErrorCode::NotFound,
         ),
         (
-            cmd(context, service, Group::new("command").with_char("name", "Explode")),
+            cmd(context, ServiceId(0x77), describe(card)),
+            ErrorCode::NotFound,
+        ),
+        (
+            cmd(
+                context,
+                service,
+                Group::new("command")
+                    .with_char("name", "Describe")
+                    .with_char("CardId", "zz"),
+            ),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            cmd(context, service, describe(CardId(0x4242))),
+            ErrorCode::NotFound,
+        ),
+        (
+            cmd(
+                context,
+                service,
+                Group::new("command").with_char("name", "Describe"),
+            ),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            cmd(
+                context,
+                service,
+                Group::new("command").with_char("name", "Explode"),
+            ),
             ErrorCode::NotSupported,
         ),
     ];
@@ -399,7 +514,10 @@ async fn bad_requests_get_the_right_codes() {
         assert_eq!(data.get_int("code").ok(), Some(code.number()));
     }
     // A removed card: 7.
-    assert_eq!(server.control(&format!("insert Emul Reader 1 0 {EGK_ATR}")), "ok");
+    assert_eq!(
+        server.control(&format!("insert Emul Reader 1 0 {EGK_ATR}")),
+        "ok"
+    );
     let (egk, _) = card_in(&mut client, "Emul Reader 1").await;
     assert_eq!(server.control("remove Emul Reader 1 0"), "ok");
     let deadline = Instant::now() + TIMEOUT;
@@ -408,7 +526,11 @@ async fn bad_requests_get_the_right_codes() {
         if r.outcome.error == Some(ErrorCode::CardRemoved) {
             break;
         }
-        assert!(Instant::now() < deadline, "card never removed: {:?}", r.outcome);
+        assert!(
+            Instant::now() < deadline,
+            "card never removed: {:?}",
+            r.outcome
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Malformed requests are answered with Error: a ServiceCommand without command {},
@@ -426,14 +548,20 @@ async fn bad_requests_get_the_right_codes() {
     };
     assert_eq!(e.error_code(), ErrorCode::InvalidArgument);
     let id = client
-        .send_cmd("ServiceOpen", Group::new("data").with_char("serviceId", "zz"))
+        .send_cmd(
+            "ServiceOpen",
+            Group::new("data").with_char("serviceId", "zz"),
+        )
         .await;
     let ToClient::ErrorResponse(e) = client.response_to(id).await else {
         panic!("not an Error");
     };
     assert_eq!(e.error_code(), ErrorCode::InvalidArgument);
     // The context still works after all that.
-    assert!(command(&mut client, service, context, describe(card)).await.outcome.is_ok());
+    assert!(command(&mut client, service, context, describe(card))
+        .await
+        .outcome
+        .is_ok());
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -467,27 +595,59 @@ fn the_tool_describes_cards_and_runs_service_sessions() {
     let server = start(60_000);
     let out = tool(&server, &["info"], "");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("\nATR         3B 88 80 01 00 00 00 00 00 00 00 00\n"), "{text}");
-    assert!(text.contains("\nTD1         80  protocol T=0; TD2 follow\n"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\nATR         3B 88 80 01 00 00 00 00 00 00 00 00\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nTD1         80  protocol T=0; TD2 follow\n"),
+        "{text}"
+    );
     assert!(text.contains("\nprotocols   T=0, T=1\n"), "{text}");
-    assert!(text.contains("\npcsc-tools  chipcard emulated test card\n"), "{text}");
-    assert!(text.starts_with("card        0x00000001 in Emul Reader 0\n"), "{text}");
+    assert!(
+        text.contains("\npcsc-tools  chipcard emulated test card\n"),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("card        0x00000001 in Emul Reader 0\n"),
+        "{text}"
+    );
 
-    let out = tool(&server, &["info", "--service", "cardinfo-nolist", "--json"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tool(
+        &server,
+        &["info", "--service", "cardinfo-nolist", "--json"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"card_id\": \"0x00000001\""), "{text}");
     assert!(text.contains("not installed"), "{text}");
 
     let steps = "command Describe ATR:bin=3B021450\nclose\n";
     let out = tool(&server, &["--json", "service", "open", "cardinfo"], steps);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].contains("\"step\":\"open\""), "{}", lines[0]);
-    assert!(lines[1].contains("\"name\":\"DescribeResponse\""), "{}", lines[1]);
+    assert!(
+        lines[1].contains("\"name\":\"DescribeResponse\""),
+        "{}",
+        lines[1]
+    );
     assert!(lines[2].contains("\"step\":\"close\""), "{}", lines[2]);
 
     let out = tool(&server, &["service", "command", "cardinfo", "Explode"], "");

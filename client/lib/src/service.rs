@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn service_refs_parse_ids_and_names() {
-        assert_eq!(ServiceRef::parse("0x00000002"), ServiceRef::Id(ServiceId(2)));
+        assert_eq!(
+            ServiceRef::parse("0x00000002"),
+            ServiceRef::Id(ServiceId(2))
+        );
         assert_eq!(
             ServiceRef::parse("cardinfo"),
             ServiceRef::Name("cardinfo".into())

@@ -83,8 +83,8 @@ use tracing::{error, info_span, Instrument};
 
 pub use args::Args;
 pub use backend::{Backend, Event, EventReceiver, EventSink};
-pub use error::{DriverError, Error, Result};
 pub use chipcard_child::{adopt_ipc_fd, init_logging};
+pub use error::{DriverError, Error, Result};
 pub use serve::{serve, Exit, STOP_TIMEOUT};
 
 /// The exit code after `StopDriver` or when the server went away.

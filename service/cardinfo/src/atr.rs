@@ -243,7 +243,11 @@ impl Atr {
                 "truncated: the ATR ends within the interface bytes (after {} bytes)",
                 bytes.len()
             ));
-            atr.tck = if needs_tck { Tck::Missing } else { Tck::NotNeeded };
+            atr.tck = if needs_tck {
+                Tck::Missing
+            } else {
+                Tck::NotNeeded
+            };
             return atr;
         }
         let end_historical = pos + atr.historical_len;
@@ -254,7 +258,11 @@ impl Atr {
                 atr.historical_len,
                 atr.historical.len()
             ));
-            atr.tck = if needs_tck { Tck::Missing } else { Tck::NotNeeded };
+            atr.tck = if needs_tck {
+                Tck::Missing
+            } else {
+                Tck::NotNeeded
+            };
             return atr;
         }
         let mut end = end_historical;
@@ -395,9 +403,9 @@ fn interface_meaning(letter: char, group: usize, protocol: Option<u8>, value: u8
             }
         ),
         ('B', 2) => format!("programming voltage PI2={value} (deprecated)"),
-        ('C', 2) if protocol == Some(0) => format!(
-            "T=0 work waiting integer WI={value} (work waiting time 960 x {value} x Fi/f)"
-        ),
+        ('C', 2) if protocol == Some(0) => {
+            format!("T=0 work waiting integer WI={value} (work waiting time 960 x {value} x Fi/f)")
+        }
         (_, _) => match protocol {
             Some(1) => t1_meaning(letter, value),
             Some(15) => global_meaning(letter, value),
@@ -562,7 +570,11 @@ fn compact_tlv(mut data: &[u8]) -> Vec<String> {
             break;
         }
         let (value, next) = rest.split_at(len);
-        lines.push(format!("tag {tag:X} ({}): {}", tlv_tag_name(tag), hex(value)));
+        lines.push(format!(
+            "tag {tag:X} ({}): {}",
+            tlv_tag_name(tag),
+            hex(value)
+        ));
         data = next;
     }
     lines
@@ -613,7 +625,10 @@ mod tests {
         assert_eq!(names(&atr), ["TB1", "TC1"]);
         assert_eq!(
             meanings(&atr),
-            ["VPP is not connected (deprecated byte)", "extra guard time N=0 ETU"]
+            [
+                "VPP is not connected (deprecated byte)",
+                "extra guard time N=0 ETU"
+            ]
         );
         assert_eq!(atr.historical, bytes("9C 11 01 01 03"));
         assert_eq!(atr.protocols, vec![0]);
@@ -644,7 +659,10 @@ mod tests {
         assert_eq!(atr.protocols, vec![1]);
         assert!(atr.global_bytes);
         assert_eq!(atr.historical_len, 13);
-        assert_eq!(atr.historical, bytes("00 64 04 05 08 03 73 96 21 D0 00 90 00"));
+        assert_eq!(
+            atr.historical,
+            bytes("00 64 04 05 08 03 73 96 21 D0 00 90 00")
+        );
         assert_eq!(atr.tck, Tck::Correct(0xC8));
         assert_eq!(atr.tck.describe(), "C8 (correct)");
         assert!(atr.is_valid(), "{:?}", atr.problems);
@@ -693,7 +711,10 @@ mod tests {
             atr.interface[2].meaning,
             "T=0 work waiting integer WI=10 (work waiting time 960 x 10 x Fi/f)"
         );
-        assert_eq!(atr.interface[4].meaning, "T=1 information field size of the card IFSC=18");
+        assert_eq!(
+            atr.interface[4].meaning,
+            "T=1 information field size of the card IFSC=18"
+        );
         assert_eq!(atr.protocols, vec![0, 1]);
         assert_eq!(atr.tck, Tck::Correct(tck));
         assert!(atr.is_valid(), "{:?}", atr.problems);

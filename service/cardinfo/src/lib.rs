@@ -281,8 +281,8 @@ mod tests {
         impl Dir {
             pub fn new() -> Dir {
                 let n = N.fetch_add(1, Ordering::SeqCst);
-                let path = std::env::temp_dir()
-                    .join(format!("cardinfo-test-{}-{n}", std::process::id()));
+                let path =
+                    std::env::temp_dir().join(format!("cardinfo-test-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&path).expect("temp dir");
                 Dir(path)
             }
@@ -345,9 +345,7 @@ mod tests {
         let config = Group::new("config")
             .with_char("atrList", dir.path().join("nope.txt").display().to_string());
         service.start(&config).expect("starts without the list");
-        let open = service
-            .open(&context(), &Request::default())
-            .expect("open");
+        let open = service.open(&context(), &Request::default()).expect("open");
         assert_eq!(open.get_char("listStatus").ok(), Some("not installed"));
         let request = Request::new(
             Group::new("command")

@@ -22,7 +22,10 @@ enum Atom {
     /// Any character.
     Any,
     /// A set of characters: the inclusive ranges, and whether the set is negated.
-    Set { ranges: Vec<(u8, u8)>, negated: bool },
+    Set {
+        ranges: Vec<(u8, u8)>,
+        negated: bool,
+    },
 }
 
 impl Atom {
@@ -329,23 +332,49 @@ mod tests {
     #[test]
     fn dots_sets_and_stars_as_the_list_uses_them() {
         let p = "3B 8F 80 01 80 4F 0C A0 00 00 03 06 .. 00 .. 00 00 00 00 ..";
-        assert!(matches(p, "3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 00 01 00 00 00 00 6A"));
-        assert!(!matches(p, "3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 01 01 00 00 00 00 6A"));
+        assert!(matches(
+            p,
+            "3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 00 01 00 00 00 00 6A"
+        ));
+        assert!(!matches(
+            p,
+            "3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 01 01 00 00 00 00 6A"
+        ));
         // A single-character wildcard inside a byte, and sets with commas and ranges.
-        assert!(matches("3B 3B .. 00 80 6. A[FE] 03 0[CD] .. .. 83 .. 90 00",
-                        "3B 3B 94 00 80 65 AF 03 0D 01 74 83 0F 90 00"));
-        assert!(!matches("3B 3B .. 00 80 6. A[FE] 03 0[CD] .. .. 83 .. 90 00",
-                         "3B 3B 94 00 80 65 AD 03 0D 01 74 83 0F 90 00"));
-        assert!(matches("3B 39 19 00 53 4F 4D 41 44 53 33 30 3[1,3]",
-                        "3B 39 19 00 53 4F 4D 41 44 53 33 30 33"));
-        assert!(!matches("3B 39 19 00 53 4F 4D 41 44 53 33 30 3[1,3]",
-                         "3B 39 19 00 53 4F 4D 41 44 53 33 30 32"));
-        assert!(matches("3B 6F 00 00 80 5A .. 0[1-5] .. 82 90 00", "3B 6F 00 00 80 5A 11 04 22 82 90 00"));
-        assert!(!matches("3B 6F 00 00 80 5A .. 0[1-5] .. 82 90 00", "3B 6F 00 00 80 5A 11 06 22 82 90 00"));
+        assert!(matches(
+            "3B 3B .. 00 80 6. A[FE] 03 0[CD] .. .. 83 .. 90 00",
+            "3B 3B 94 00 80 65 AF 03 0D 01 74 83 0F 90 00"
+        ));
+        assert!(!matches(
+            "3B 3B .. 00 80 6. A[FE] 03 0[CD] .. .. 83 .. 90 00",
+            "3B 3B 94 00 80 65 AD 03 0D 01 74 83 0F 90 00"
+        ));
+        assert!(matches(
+            "3B 39 19 00 53 4F 4D 41 44 53 33 30 3[1,3]",
+            "3B 39 19 00 53 4F 4D 41 44 53 33 30 33"
+        ));
+        assert!(!matches(
+            "3B 39 19 00 53 4F 4D 41 44 53 33 30 3[1,3]",
+            "3B 39 19 00 53 4F 4D 41 44 53 33 30 32"
+        ));
+        assert!(matches(
+            "3B 6F 00 00 80 5A .. 0[1-5] .. 82 90 00",
+            "3B 6F 00 00 80 5A 11 04 22 82 90 00"
+        ));
+        assert!(!matches(
+            "3B 6F 00 00 80 5A .. 0[1-5] .. 82 90 00",
+            "3B 6F 00 00 80 5A 11 06 22 82 90 00"
+        ));
         // `.*` takes any rest, including nothing.
-        assert!(matches("3B EF 00 FF 81 31 42 45 .* 38", "3B EF 00 FF 81 31 42 45 65 63 38"));
+        assert!(matches(
+            "3B EF 00 FF 81 31 42 45 .* 38",
+            "3B EF 00 FF 81 31 42 45 65 63 38"
+        ));
         // The blanks around `.*` are literal, as in the regular expression.
-        assert!(!matches("3B EF 00 FF 81 31 42 45 .* 38", "3B EF 00 FF 81 31 42 45 38"));
+        assert!(!matches(
+            "3B EF 00 FF 81 31 42 45 .* 38",
+            "3B EF 00 FF 81 31 42 45 38"
+        ));
         assert!(matches("3B FF 90 00.*", "3B FF 90 00"));
         assert!(matches("3B FF 90 00.*", "3B FF 90 00 12 34"));
         assert!(matches("^3B 0[^0-2] 14 50$", "3B 04 14 50"));

@@ -300,7 +300,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin, S: Service> Session<T, S> {
                 self.error(id, ErrorCode::Protocol, text).await?;
             }
             ToService::ServiceReadyResponse(response) => match self.phase {
-                Phase::Ready if response.outcome.is_ok() => info!("the server accepted the service"),
+                Phase::Ready if response.outcome.is_ok() => {
+                    info!("the server accepted the service")
+                }
                 Phase::Ready => return Err(Error::Refused(response.outcome.text)),
                 Phase::Failed => {
                     let e = self.start_error.take().unwrap_or_else(gone);
@@ -325,11 +327,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin, S: Service> Session<T, S> {
             ToService::ForwardedServiceOpen(open) => pending.push(self.open(id, open)),
             ToService::ForwardedServiceClose(close) => match self.close(id, close) {
                 Ok(call) => pending.push(call),
-                Err(answer) => self.send_answer(id, answer).await?,
+                Err(answer) => self.send_answer(id, *answer).await?,
             },
             ToService::ForwardedServiceCommand(command) => match self.command(id, command) {
                 Ok(call) => pending.push(call),
-                Err(answer) => self.send_answer(id, answer).await?,
+                Err(answer) => self.send_answer(id, *answer).await?,
             },
         }
         Ok(None)
@@ -371,17 +373,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin, S: Service> Session<T, S> {
             }
         };
         let lost = move || answer_lost(refid, Some(context_id));
-        self.worker.call(
-            move |s: &mut S| s.open(&context, &request),
-            answer,
-            lost,
-        )
+        self.worker
+            .call(move |s: &mut S| s.open(&context, &request), answer, lost)
     }
 
-    fn close(&mut self, refid: u32, close: ForwardedServiceClose) -> Result<Pending, Answer> {
+    fn close(&mut self, refid: u32, close: ForwardedServiceClose) -> Result<Pending, Box<Answer>> {
         let context_id = close.context_id;
         let Some(context) = self.contexts.get(&context_id).cloned() else {
-            return Err(Answer::Close(ServiceCloseResponse {
+            return Err(Box::new(Answer::Close(ServiceCloseResponse {
                 outcome: Outcome::failed(
                     ErrorCode::NotFound,
                     format!("no open context {context_id}"),
@@ -389,7 +388,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, S: Service> Session<T, S> {
                 service_id: Some(self.service_id),
                 context_id: Some(context_id),
                 ..Default::default()
-            }));
+            })));
         };
         info!(context = %context_id, client = %close.client_id, "close");
         let request = Request {
@@ -416,20 +415,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin, S: Service> Session<T, S> {
             }
         };
         let lost = move || answer_lost(refid, Some(context_id));
-        Ok(self.worker.call(
-            move |s: &mut S| s.close(&context, &request),
-            answer,
-            lost,
-        ))
+        Ok(self
+            .worker
+            .call(move |s: &mut S| s.close(&context, &request), answer, lost))
     }
 
-    fn command(&mut self, refid: u32, command: ForwardedServiceCommand) -> Result<Pending, Answer> {
+    fn command(
+        &mut self,
+        refid: u32,
+        command: ForwardedServiceCommand,
+    ) -> Result<Pending, Box<Answer>> {
         let context_id = command.context_id;
         let Some(context) = self.contexts.get(&context_id).cloned() else {
-            return Err(Answer::Error(ErrorResponse::new(
+            return Err(Box::new(Answer::Error(ErrorResponse::new(
                 ErrorCode::NotFound,
                 format!("no open context {context_id}"),
-            )));
+            ))));
         };
         let request = Request {
             command: command.command,
@@ -457,11 +458,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin, S: Service> Session<T, S> {
             }
         };
         let lost = move || answer_lost(refid, None);
-        Ok(self.worker.call(
-            move |s: &mut S| s.command(&context, &request),
-            answer,
-            lost,
-        ))
+        Ok(self
+            .worker
+            .call(move |s: &mut S| s.command(&context, &request), answer, lost))
     }
 
     async fn send_answer(&mut self, refid: u32, answer: Answer) -> Result<(), Error> {

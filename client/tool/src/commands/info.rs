@@ -72,7 +72,11 @@ pub fn text(d: &Group) -> String {
     if let Some(atr) = d.group("atr") {
         add(
             "TS",
-            format!("{} ({} convention)", char1(atr, "TS"), char1(atr, "convention")),
+            format!(
+                "{} ({} convention)",
+                char1(atr, "TS"),
+                char1(atr, "convention")
+            ),
         );
         if atr.var("T0").is_some() {
             let k = atr.get_int("historicalLength").unwrap_or_default();
@@ -85,7 +89,10 @@ pub fn text(d: &Group) -> String {
             );
         }
         add("protocols", chars(atr, "protocols"));
-        let hist = atr.get_bin("historical").map(|b| b.to_vec()).unwrap_or_default();
+        let hist = atr
+            .get_bin("historical")
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
         if !hist.is_empty() {
             add(
                 "historical",
@@ -100,7 +107,10 @@ pub fn text(d: &Group) -> String {
             "valid",
             match atr.get_char("valid").unwrap_or_default() {
                 "yes" => "yes".to_owned(),
-                _ => format!("no: {}", atr.get_chars("problems").unwrap_or_default().join("; ")),
+                _ => format!(
+                    "no: {}",
+                    atr.get_chars("problems").unwrap_or_default().join("; ")
+                ),
             },
         );
     }

@@ -73,8 +73,7 @@ pub fn parse_args(name: &str, args: &[String]) -> anyhow::Result<Group> {
                 g.set_char(key, value);
             }
             Some((key, "bin")) => {
-                let bytes = crate::hexarg::parse_hex(value)
-                    .map_err(|e| anyhow!("'{arg}': {e}"))?;
+                let bytes = crate::hexarg::parse_hex(value).map_err(|e| anyhow!("'{arg}': {e}"))?;
                 g.set_bin(key, bytes);
             }
             Some((key, "int")) => {
@@ -154,7 +153,13 @@ async fn open(
     let context = client
         .service_open(&ServiceRef::parse(service), data)
         .await?;
-    print_answer(global, "open", &context, "ServiceOpenResponse", &context.data)?;
+    print_answer(
+        global,
+        "open",
+        &context,
+        "ServiceOpenResponse",
+        &context.data,
+    )?;
     Ok(context)
 }
 
@@ -200,7 +205,12 @@ fn print_answer(
     )?;
     let mut doc = Group::root();
     let mut named = data.clone();
-    named.name = if step == "command" { "command" } else { "service" }.to_owned();
+    named.name = if step == "command" {
+        "command"
+    } else {
+        "service"
+    }
+    .to_owned();
     doc.add_group(named);
     write!(out, "{}", write_pretty(&doc))?;
     Ok(())
@@ -217,7 +227,10 @@ mod tests {
             .to_vec();
         let g = parse_args("command", &args).expect("valid");
         assert_eq!(g.get_char("CardId").ok(), Some("0x00000003"));
-        assert_eq!(g.get_bin("ATR").ok().map(|b| b.to_vec()), Some(vec![0x3B, 0x00]));
+        assert_eq!(
+            g.get_bin("ATR").ok().map(|b| b.to_vec()),
+            Some(vec![0x3B, 0x00])
+        );
         assert_eq!(g.get_int("n").ok(), Some(-4));
         for bad in ["novalue", "x:bin=3G", "x:int=many", "x:float=1"] {
             assert!(parse_args("command", &[bad.to_owned()]).is_err(), "{bad}");
