@@ -62,10 +62,11 @@ pub fn text(d: &Group) -> String {
             "card",
             format!("{} in {}", char1(d, "CardId"), char1(d, "ReaderName")),
         );
-        add(
-            "card types",
-            format!("{} ({})", chars(d, "CardTypes"), char1(d, "CardType")),
-        );
+        let types = match chars(d, "CardTypes") {
+            t if t.is_empty() => "none matched".to_owned(),
+            t => t,
+        };
+        add("card types", format!("{types} ({})", char1(d, "CardType")));
     }
     let atr_bytes = d.get_bin("ATR").map(|b| b.to_vec()).unwrap_or_default();
     add("ATR", spaced(&atr_bytes));
