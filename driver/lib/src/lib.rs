@@ -87,12 +87,7 @@ pub use chipcard_child::{adopt_ipc_fd, init_logging};
 pub use error::{DriverError, Error, Result};
 pub use serve::{serve, Exit, STOP_TIMEOUT};
 
-/// The exit code after `StopDriver` or when the server went away.
-pub const EXIT_OK: u8 = 0;
-/// The exit code after a failure (start failed, protocol error, backend lost).
-pub const EXIT_FAILURE: u8 = 1;
-/// The exit code for a bad command line (as clap reports it).
-pub const EXIT_USAGE: u8 = 2;
+pub use chipcard_child::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 /// The whole life of a driver process: parses [`Args`] from the command line, sets up
 /// logging, adopts the IPC socket and [`serve`]s until the server stops the driver.
@@ -100,13 +95,9 @@ pub const EXIT_USAGE: u8 = 2;
 /// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
 /// standard error) or [`EXIT_USAGE`].
 pub fn run<B: Backend>(backend: B) -> ExitCode {
-    let args = match <Args as clap::Parser>::try_parse() {
+    let args: Args = match chipcard_child::parse_args() {
         Ok(args) => args,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
     init_logging(args.log_level.as_deref());
     match run_with(&args, backend) {
@@ -121,17 +112,8 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
 /// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
 /// current-thread runtime.
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
-    let stream = adopt_ipc_fd(args.ipc_fd)?;
-    stream.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let span = info_span!("driver", driver_id = %args.driver_id);
-    runtime.block_on(
-        async {
-            let stream = tokio::net::UnixStream::from_std(stream)?;
-            serve(stream, args.driver_id, backend).await
-        }
-        .instrument(span),
-    )
+    chipcard_child::serve_on_fd(args.ipc_fd, |stream| {
+        serve(stream, args.driver_id, backend).instrument(span)
+    })
 }

@@ -1,47 +1,8 @@
 //! The crate's error type, and the error a service reports for one request.
 
-use chipcard_ipc::ErrorCode;
-
 /// What a [`Service`](crate::Service) reports when a request fails: a protocol error code
 /// (PROTOCOL §3) and a text. The server passes both on to the client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text} ({code})")]
-pub struct ServiceError {
-    /// The code the client sees.
-    pub code: ErrorCode,
-    /// What went wrong, for people.
-    pub text: String,
-}
-
-impl ServiceError {
-    /// An error with any code.
-    pub fn new(code: ErrorCode, text: impl Into<String>) -> Self {
-        ServiceError {
-            code,
-            text: text.into(),
-        }
-    }
-
-    /// Code 2: the request's arguments are unacceptable (also: a bad configuration).
-    pub fn invalid(text: impl Into<String>) -> Self {
-        ServiceError::new(ErrorCode::InvalidArgument, text)
-    }
-
-    /// Code 3: something the request names does not exist.
-    pub fn not_found(text: impl Into<String>) -> Self {
-        ServiceError::new(ErrorCode::NotFound, text)
-    }
-
-    /// Code 5: the service does not know this command.
-    pub fn not_supported(text: impl Into<String>) -> Self {
-        ServiceError::new(ErrorCode::NotSupported, text)
-    }
-
-    /// Code 1: anything else.
-    pub fn failed(text: impl Into<String>) -> Self {
-        ServiceError::new(ErrorCode::Generic, text)
-    }
-}
+pub type ServiceError = chipcard_child::RequestError;
 
 /// Everything that can end a service process with a failure.
 #[derive(Debug, thiserror::Error)]

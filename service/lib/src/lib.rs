@@ -84,12 +84,7 @@ pub use chipcard_child::{adopt_ipc_fd, init_logging};
 pub use error::{Error, Result, ServiceError};
 pub use serve::{serve, Exit, STOP_TIMEOUT};
 
-/// The exit code after `StopService` or when the server went away.
-pub const EXIT_OK: u8 = 0;
-/// The exit code after a failure (start failed, protocol error, service thread lost).
-pub const EXIT_FAILURE: u8 = 1;
-/// The exit code for a bad command line (as clap reports it).
-pub const EXIT_USAGE: u8 = 2;
+pub use chipcard_child::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 /// The logic of a service. Every method runs on the service's own thread and may block.
 pub trait Service: Send + 'static {
@@ -200,13 +195,9 @@ impl Reply {
 /// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
 /// standard error) or [`EXIT_USAGE`].
 pub fn run<S: Service>(service: S) -> ExitCode {
-    let args = match <Args as clap::Parser>::try_parse() {
+    let args: Args = match chipcard_child::parse_args() {
         Ok(args) => args,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
     init_logging(args.log_level.as_deref());
     match run_with(&args, service) {
@@ -221,17 +212,8 @@ pub fn run<S: Service>(service: S) -> ExitCode {
 /// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
 /// current-thread runtime.
 pub fn run_with<S: Service>(args: &Args, service: S) -> Result<Exit> {
-    let stream = adopt_ipc_fd(args.ipc_fd)?;
-    stream.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let span = info_span!("service", service_id = %args.service_id);
-    runtime.block_on(
-        async {
-            let stream = tokio::net::UnixStream::from_std(stream)?;
-            serve(stream, args.service_id, service).await
-        }
-        .instrument(span),
-    )
+    chipcard_child::serve_on_fd(args.ipc_fd, |stream| {
+        serve(stream, args.service_id, service).instrument(span)
+    })
 }
