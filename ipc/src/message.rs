@@ -1116,6 +1116,56 @@ mod tests {
     }
 
     #[test]
+    fn service_messages_round_trip_and_read_the_seed_shapes() {
+        let card = ServiceCard {
+            card_id: CardId(3),
+            atr: Bytes::from_static(&[0x3b, 0x02, 0x14, 0x50]),
+            card_type: CardType::Processor,
+            card_types: vec!["ddv0".into(), "ProcessorCard".into()],
+            reader_id: ReaderId(1),
+            reader_name: "R".into(),
+            driver_type: "emul".into(),
+            slot: 0,
+        };
+        round_trip(ForwardedServiceOpen {
+            service_id: ServiceId(1),
+            context_id: ContextId(2),
+            client_id: ClientId(3),
+            app_name: "app".into(),
+            user_name: "alice".into(),
+            command: Some(Group::new("command").with_char("CardId", "0x00000003")),
+            card: Some(card.clone()),
+        });
+        round_trip(ForwardedServiceCommand {
+            service_id: ServiceId(1),
+            context_id: ContextId(2),
+            client_id: ClientId(3),
+            app_name: "app".into(),
+            user_name: String::new(),
+            command: Group::new("command").with_char("name", "Describe"),
+            card: Some(card),
+        });
+        // Seed 5.3.2.2: a service's answer with only `command {}`.
+        let seed = Group::new("data").with_group(Group::new("command").with_int("x", 1));
+        match FromService::decode("ServiceCommandResponse", &seed) {
+            Ok(FromService::ServiceCommandResult(r)) => {
+                assert_eq!(r.code, None);
+                assert_eq!(r.command.and_then(|c| c.get_int("x").ok()), Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Seed 4.1.2 (the client's answer) keeps the int code.
+        let open = ServiceOpenResponse {
+            outcome: Outcome::failed(ErrorCode::NotFound, "no service"),
+            service_name: Some("x".into()),
+            ..Default::default()
+        }
+        .to_data();
+        assert_eq!(open.get_int("code").ok(), Some(3));
+        assert_eq!(open.get_int("ErrorCode").ok(), Some(3));
+    }
+
+    #[test]
     fn outcome_shapes_follow_the_seed() {
         let ok = TakeCardResponse {
             outcome: Outcome::ok("Command ok"),
