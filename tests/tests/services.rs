@@ -658,3 +658,52 @@ fn the_tool_describes_cards_and_runs_service_sessions() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found (3)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_and_removes_services() {
+    let server = start(60_000);
+    let mut client = RawClient::ready(&server.socket).await;
+    let (_, context, _) = open_ok(&mut client, "cardinfo").await;
+    // The new file: cardinfo-nolist goes, cardinfo-new comes, cardinfo stays as it was.
+    let config = std::fs::read_to_string(server.dir.path().join("chipcardd.conf")).expect("read");
+    let start_of_nolist = config.rfind("service {").expect("the last service group");
+    let mut new_config = config[..start_of_nolist].to_owned();
+    new_config.push_str("service {\n  type=\"cardinfo\"\n  name=\"cardinfo-new\"\n}\n");
+    std::fs::write(server.dir.path().join("chipcardd.conf"), new_config).expect("write");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hup.success());
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let r = open(&mut client, "cardinfo-new").await;
+        if r.outcome.is_ok() {
+            break;
+        }
+        assert_eq!(
+            r.outcome.error,
+            Some(ErrorCode::NotFound),
+            "{:?}",
+            r.outcome
+        );
+        assert!(Instant::now() < deadline, "cardinfo-new never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = open(&mut client, "cardinfo-nolist").await;
+    assert_eq!(
+        r.outcome.error,
+        Some(ErrorCode::NotFound),
+        "{:?}",
+        r.outcome
+    );
+    // The unchanged service kept running with its context.
+    let bare = Group::new("command")
+        .with_char("name", "Describe")
+        .with_bin("ATR", vec![0x3B, 0x00]);
+    let (cardinfo, _, _) = open_ok(&mut client, "cardinfo").await;
+    assert!(command(&mut client, cardinfo, context, bare)
+        .await
+        .outcome
+        .is_ok());
+}
