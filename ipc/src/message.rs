@@ -860,11 +860,36 @@ message! {
     ServiceReadyResponse = "ServiceReadyResponse", outcome: Word("Code", "Text") {}
 }
 
+record! {
+    /// The card a forwarded service request names (`command/CardId`), as the server knows
+    /// it; only added for a card the client may use.
+    ServiceCard {
+        /// The card.
+        card_id: CardId = "CardId",
+        /// Its answer to reset.
+        atr: Bytes = "ATR",
+        /// Processor or memory card.
+        card_type: CardType = "CardType",
+        /// The card-type names whose ATR patterns match, with what they extend.
+        card_types: Vec<String> = "CardTypes",
+        /// The reader holding it.
+        reader_id: ReaderId = "ReaderId",
+        /// The reader's name.
+        reader_name: String = "ReaderName",
+        /// The reader's driver type.
+        driver_type: String = "DriverType",
+        /// The slot it sits in.
+        slot: i32 = "Slot",
+    }
+}
+
 message! {
     /// A client's [`ServiceOpen`] as the server forwards it (seed 5.1).
     ForwardedServiceOpen = "ServiceOpen" {
         /// The service's id.
         service_id: ServiceId = "serviceId",
+        /// The new context (the server assigns context ids, PROTOCOL §3).
+        context_id: ContextId = "contextId",
         /// The client.
         client_id: ClientId = "clientId",
         /// The client's application name.
@@ -873,6 +898,8 @@ message! {
         user_name: String = "userName",
         /// Service specific data.
         command: Option<Group> = "command",
+        /// The card `command/CardId` names, if any.
+        card: Option<ServiceCard> = "card",
     }
 }
 
@@ -909,6 +936,24 @@ message! {
         user_name: String = "userName",
         /// The command: `char name` and its data.
         command: Group = "command",
+        /// The card `command/CardId` names, if any.
+        card: Option<ServiceCard> = "card",
+    }
+}
+
+message! {
+    /// A service's answer to a forwarded [`ServiceCommand`] (seed 5.3.2.2): the response
+    /// data and, optionally, its name. A service reports a failure with `Error` (seed
+    /// 5.3.2.1), or with a non-zero `code` here.
+    ServiceCommandResult = "ServiceCommandResponse" {
+        /// Non-zero: the command failed (absent or `0`: it worked).
+        code: Option<i32> = "code",
+        /// A descriptive text.
+        text: Option<String> = "text",
+        /// The response's name.
+        name: Option<String> = "name",
+        /// The response data.
+        command: Option<Group> = "command",
     }
 }
 
@@ -1006,7 +1051,7 @@ message_set! {
 message_set! {
     /// What a service sends the server.
     FromService {
-        ServiceReady, ServiceOpenResponse, ServiceCloseResponse, ServiceCommandResponse,
+        ServiceReady, ServiceOpenResponse, ServiceCloseResponse, ServiceCommandResult,
         PingResponse, ErrorResponse,
     }
 }
@@ -1068,6 +1113,56 @@ mod tests {
                 ..Default::default()
             }]),
         });
+    }
+
+    #[test]
+    fn service_messages_round_trip_and_read_the_seed_shapes() {
+        let card = ServiceCard {
+            card_id: CardId(3),
+            atr: Bytes::from_static(&[0x3b, 0x02, 0x14, 0x50]),
+            card_type: CardType::Processor,
+            card_types: vec!["ddv0".into(), "ProcessorCard".into()],
+            reader_id: ReaderId(1),
+            reader_name: "R".into(),
+            driver_type: "emul".into(),
+            slot: 0,
+        };
+        round_trip(ForwardedServiceOpen {
+            service_id: ServiceId(1),
+            context_id: ContextId(2),
+            client_id: ClientId(3),
+            app_name: "app".into(),
+            user_name: "alice".into(),
+            command: Some(Group::new("command").with_char("CardId", "0x00000003")),
+            card: Some(card.clone()),
+        });
+        round_trip(ForwardedServiceCommand {
+            service_id: ServiceId(1),
+            context_id: ContextId(2),
+            client_id: ClientId(3),
+            app_name: "app".into(),
+            user_name: String::new(),
+            command: Group::new("command").with_char("name", "Describe"),
+            card: Some(card),
+        });
+        // Seed 5.3.2.2: a service's answer with only `command {}`.
+        let seed = Group::new("data").with_group(Group::new("command").with_int("x", 1));
+        match FromService::decode("ServiceCommandResponse", &seed) {
+            Ok(FromService::ServiceCommandResult(r)) => {
+                assert_eq!(r.code, None);
+                assert_eq!(r.command.and_then(|c| c.get_int("x").ok()), Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Seed 4.1.2 (the client's answer) keeps the int code.
+        let open = ServiceOpenResponse {
+            outcome: Outcome::failed(ErrorCode::NotFound, "no service"),
+            service_name: Some("x".into()),
+            ..Default::default()
+        }
+        .to_data();
+        assert_eq!(open.get_int("code").ok(), Some(3));
+        assert_eq!(open.get_int("ErrorCode").ok(), Some(3));
     }
 
     #[test]

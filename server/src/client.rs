@@ -4,8 +4,9 @@
 //!
 //! A body that does not parse is answered with `Error` and the connection goes on; a
 //! framing error is answered with `Error` code 11 (best effort) and the connection closes.
-//! When the connection ends the client leaves the registry: its cards are reset and handed
-//! to the next waiter, and its queued takes are dropped.
+//! When the connection ends the client leaves the registry: its service contexts are
+//! closed, its cards are reset and handed to the next waiter, and its queued takes are
+//! dropped.
 //!
 //! Limits: at most `maxRequestsPerClient` requests of one client are in progress at once;
 //! while that many are, the client's socket is not read (back-pressure, nothing is
@@ -68,6 +69,7 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphore
         let stall = shared.settings.client_idle_timeout;
         let writer = tokio::spawn(write_loop(sink, rx, closing.clone(), stall).in_current_span());
         read_loop(&shared, client, stream, &outbox).await;
+        crate::service_requests::client_gone(&shared, client);
         let resets = shared.lock().remove_client(client);
         // At shutdown the drivers are stopping: nobody is left to hand the cards to.
         let resets = if shared.shutdown.is_cancelled() {

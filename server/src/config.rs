@@ -8,11 +8,13 @@
 //!          clientIdleTimeout="30000" }
 //! cardDir="/etc/chipcard/cards"
 //! driver { type="emul" name="..." vars { ... } reader { ... } }   # repeated
+//! service { type="cardinfo" name="..." flags="autoload", "silent" idleTimeout="60000" ... }
 //! ```
 //!
 //! Unknown keys at the top and in `server {}` are errors (they are most often typos); a
-//! `driver {}` group belongs to its driver and is passed to it whole, so only `type` and
-//! `name` are checked here.
+//! `driver {}` or `service {}` group belongs to its program and is passed to it whole, so
+//! only the keys the server itself reads (`type`, `name`; for services also `flags` and
+//! `idleTimeout`) are checked here.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +45,8 @@ pub struct Config {
     pub card_dir: Option<PathBuf>,
     /// The `driver {}` groups, in order.
     pub drivers: Vec<DriverConfig>,
+    /// The `service {}` groups, in order.
+    pub services: Vec<ServiceConfig>,
 }
 
 /// The `server {}` group.
@@ -122,6 +126,50 @@ impl DriverConfig {
     }
 }
 
+/// One `service {}` group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// `type`: the program is `chipcard-service-TYPE`.
+    pub service_type: String,
+    /// `name`: unique among services; default the type (with `-2`, `-3`, ... when repeated).
+    pub name: String,
+    /// `flags`: `autoload` (started with the server and kept running; otherwise started
+    /// at its first `ServiceOpen` and stopped when idle) and `silent` (no `service`
+    /// notifications).
+    pub flags: ServiceFlags,
+    /// `idleTimeout` (ms): how long a service without `autoload` runs without an open
+    /// context before it is stopped.
+    pub idle_timeout: Duration,
+    /// The whole group, sent to the service as `ServiceStart.config`.
+    pub group: Group,
+}
+
+/// The flags of a service (seed section 4: `client`, `autoload`, `silent`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceFlags {
+    /// Started with the server and kept running.
+    pub autoload: bool,
+    /// No `service:up`/`service:down` notifications.
+    pub silent: bool,
+}
+
+impl ServiceFlags {
+    /// The flag words, as `serviceFlags` carries them.
+    pub fn words(self) -> Vec<String> {
+        let mut words = Vec::new();
+        if self.autoload {
+            words.push("autoload".to_owned());
+        }
+        if self.silent {
+            words.push("silent".to_owned());
+        }
+        words
+    }
+}
+
+/// The default `idleTimeout` of a service.
+pub const DEFAULT_SERVICE_IDLE_TIMEOUT: Duration = Duration::from_millis(60_000);
+
 /// A configuration value that is missing or wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -165,7 +213,7 @@ impl From<FieldError> for ConfigError {
 }
 
 const TOP_KEYS: &[&str] = &["cardDir"];
-const TOP_GROUPS: &[&str] = &["server", "driver"];
+const TOP_GROUPS: &[&str] = &["server", "driver", "service"];
 const SERVER_KEYS: &[&str] = &[
     "socket",
     "socketMode",
@@ -237,10 +285,17 @@ impl Config {
                 .map_err(|e| e.within(&format!("driver[{i}]")))?;
             drivers.push(driver);
         }
+        let mut services: Vec<ServiceConfig> = Vec::new();
+        for (i, g) in doc.groups("service").enumerate() {
+            let service = ServiceConfig::from_group(g, &services)
+                .map_err(|e| e.within(&format!("service[{i}]")))?;
+            services.push(service);
+        }
         Ok(Config {
             server,
             card_dir,
             drivers,
+            services,
         })
     }
 }
@@ -316,44 +371,92 @@ impl ServerConfig {
     }
 }
 
+/// `type` and `name` of a driver or service group (`what`: "driver", "service"), checked
+/// against the names of the groups before it; and the group renamed `config`.
+fn type_and_name(
+    g: &Group,
+    what: &str,
+    earlier: &[&str],
+) -> Result<(String, String, Group), ConfigError> {
+    let kind = g.get_char("type")?.to_owned();
+    if kind.is_empty()
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::new(
+            "type",
+            format!("'{kind}' is not a {what} type (letters, digits, '-', '_')"),
+        ));
+    }
+    let taken = |name: &str| earlier.iter().any(|d| d.eq_ignore_ascii_case(name));
+    let name = match g.opt_char("name")? {
+        Some("") => return Err(ConfigError::new("name", "empty")),
+        Some(name) if taken(name) => {
+            return Err(ConfigError::new(
+                "name",
+                format!("'{name}' is used by another {what}"),
+            ))
+        }
+        Some(name) => name.to_owned(),
+        None => {
+            let mut name = kind.clone();
+            let mut n = 1;
+            while taken(&name) {
+                n += 1;
+                name = format!("{kind}-{n}");
+            }
+            name
+        }
+    };
+    let mut group = g.clone();
+    group.name = "config".to_owned();
+    Ok((kind, name, group))
+}
+
 impl DriverConfig {
     fn from_group(g: &Group, earlier: &[DriverConfig]) -> Result<DriverConfig, ConfigError> {
-        let driver_type = g.get_char("type")?.to_owned();
-        if driver_type.is_empty()
-            || !driver_type
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(ConfigError::new(
-                "type",
-                format!("'{driver_type}' is not a driver type (letters, digits, '-', '_')"),
-            ));
-        }
-        let taken = |name: &str| earlier.iter().any(|d| d.name.eq_ignore_ascii_case(name));
-        let name = match g.opt_char("name")? {
-            Some("") => return Err(ConfigError::new("name", "empty")),
-            Some(name) if taken(name) => {
-                return Err(ConfigError::new(
-                    "name",
-                    format!("'{name}' is used by another driver"),
-                ))
-            }
-            Some(name) => name.to_owned(),
-            None => {
-                let mut name = driver_type.clone();
-                let mut n = 1;
-                while taken(&name) {
-                    n += 1;
-                    name = format!("{driver_type}-{n}");
-                }
-                name
-            }
-        };
-        let mut group = g.clone();
-        group.name = "config".to_owned();
+        let names: Vec<&str> = earlier.iter().map(|d| d.name.as_str()).collect();
+        let (driver_type, name, group) = type_and_name(g, "driver", &names)?;
         Ok(DriverConfig {
             driver_type,
             name,
+            group,
+        })
+    }
+}
+
+impl ServiceConfig {
+    fn from_group(g: &Group, earlier: &[ServiceConfig]) -> Result<ServiceConfig, ConfigError> {
+        let names: Vec<&str> = earlier.iter().map(|d| d.name.as_str()).collect();
+        let (service_type, name, group) = type_and_name(g, "service", &names)?;
+        let mut flags = ServiceFlags::default();
+        for word in g.get_chars("flags").unwrap_or_default() {
+            match word.trim().to_ascii_lowercase().as_str() {
+                "autoload" => flags.autoload = true,
+                "silent" => flags.silent = true,
+                "client" => {
+                    return Err(ConfigError::new(
+                        "flags",
+                        "'client' marks a service provided by a client connection; it is \
+                         set by the server, never configured (use autoload, silent)",
+                    ))
+                }
+                "" => {}
+                other => {
+                    return Err(ConfigError::new(
+                        "flags",
+                        format!("unknown flag '{other}' (autoload, silent)"),
+                    ))
+                }
+            }
+        }
+        let idle_timeout = millis(g, "idleTimeout", DEFAULT_SERVICE_IDLE_TIMEOUT, false)?;
+        Ok(ServiceConfig {
+            service_type,
+            name,
+            flags,
+            idle_timeout,
             group,
         })
     }
@@ -410,6 +513,8 @@ mod tests {
     #[test]
     fn the_built_in_configuration_is_valid() {
         let c = Config::embedded().expect("valid");
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].service_type, "cardinfo");
         assert_eq!(c.drivers.len(), 1);
         assert_eq!(c.drivers[0].driver_type, "emul");
         assert_eq!(c.drivers[0].group.groups("reader").count(), 1);
@@ -529,6 +634,58 @@ mod tests {
             );
         let e = Config::from_group(&dup).expect_err("duplicate");
         assert_eq!(e.key, "driver[1]/name");
+    }
+
+    #[test]
+    fn service_groups_are_read_and_checked() {
+        let d = doc()
+            .with_group(
+                Group::new("service")
+                    .with_char("type", "cardinfo")
+                    .with_char("flags", "AUTOLOAD")
+                    .with_char("atrList", "/x"),
+            )
+            .with_group(
+                Group::new("service")
+                    .with_char("type", "cardinfo")
+                    .with_int("idleTimeout", 250),
+            );
+        let c = Config::from_group(&d).expect("valid");
+        assert_eq!(c.services[0].name, "cardinfo");
+        assert_eq!(c.services[1].name, "cardinfo-2");
+        assert!(c.services[0].flags.autoload && !c.services[0].flags.silent);
+        assert_eq!(c.services[0].flags.words(), ["autoload"]);
+        assert_eq!(c.services[0].idle_timeout, DEFAULT_SERVICE_IDLE_TIMEOUT);
+        assert_eq!(c.services[1].idle_timeout, Duration::from_millis(250));
+        assert_eq!(c.services[0].group.get_char("atrList").ok(), Some("/x"));
+        let bad = [
+            (
+                Group::new("service")
+                    .with_char("type", "x")
+                    .with_char("flags", "client"),
+                "service[0]/flags",
+            ),
+            (
+                Group::new("service")
+                    .with_char("type", "x")
+                    .with_char("flags", "loud"),
+                "service[0]/flags",
+            ),
+            (
+                Group::new("service").with_char("type", "../x"),
+                "service[0]/type",
+            ),
+            (
+                Group::new("service")
+                    .with_char("type", "x")
+                    .with_int("idleTimeout", 0),
+                "service[0]/idleTimeout",
+            ),
+        ];
+        for (g, key) in bad {
+            let e = Config::from_group(&doc().with_group(g)).expect_err("invalid");
+            assert_eq!(e.key, key, "{e:?}");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! task of their own, so one slow request never holds up the client's other requests.
 //!
 //! Failures are answered in the response's own `code`/`text` where it has them (SetNotify,
-//! StartWait, StopWait, TakeCard, ReleaseCard, CommandCard, CardCheck, CardReset), else
-//! with `Error`.
+//! StartWait, StopWait, TakeCard, ReleaseCard, CommandCard, CardCheck, CardReset, and the
+//! Service* requests, which [`crate::service_requests`] handles), else with `Error`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,14 +139,9 @@ pub fn handle(shared: &Arc<Shared>, client: ClientId, env: Envelope, reply: Repl
         }
         FromClient::CommandCard(m) => command_card(shared, client, m, reply),
         FromClient::CardReset(m) => card_reset(shared, client, m, reply),
-        FromClient::ServiceOpen(_)
-        | FromClient::ServiceClose(_)
-        | FromClient::ServiceCommand(_) => {
-            reply.send(ErrorResponse::new(
-                ErrorCode::NotSupported,
-                "services are not supported yet",
-            ));
-        }
+        FromClient::ServiceOpen(m) => crate::service_requests::open(shared, client, m, reply),
+        FromClient::ServiceCommand(m) => crate::service_requests::command(shared, client, m, reply),
+        FromClient::ServiceClose(m) => crate::service_requests::close(shared, client, m, reply),
     }
 }
 

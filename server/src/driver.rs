@@ -1,15 +1,11 @@
-//! One driver process: starting it on a socketpair, the `DriverStart`/`DriverReady`
-//! handshake, and the connection loop that routes responses by refid, turns events into
-//! registry changes and pings the driver.
+//! One driver process: starting it on a socketpair ([`crate::child`]), the
+//! `DriverStart`/`DriverReady` handshake, and the connection loop that routes responses by
+//! refid, turns events into registry changes and pings the driver.
 //!
-//! Other tasks reach the driver through a [`DriverLink`]: a request goes into the link's
-//! channel with a oneshot for the answer; the connection loop gives it an id, remembers the
-//! oneshot under that id, and completes it when the response with that refid arrives.
+//! Other tasks reach the driver through a [`DriverLink`] (a [`crate::child::Link`]).
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use chipcard_ipc::message::{
@@ -20,79 +16,27 @@ use chipcard_ipc::{
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::process::Child;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::child::{self, sleep_until_some};
+pub use crate::child::{CallError, Pinging, CHILD_ENV as DRIVER_ENV};
 use crate::error::{Error, Result};
 use crate::server::Shared;
 
-/// How many requests may wait for a driver connection to send them.
-const CALL_QUEUE: usize = 64;
-
-/// The environment variables a driver process inherits; all others are removed.
-pub const DRIVER_ENV: &[&str] = &[
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "RUST_LOG",
-    "RUST_BACKTRACE",
-    "PCSCLITE_CSOCK_NAME",
-];
-
-/// How long a driver has to exit after `StopDriver`, or after being killed.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
-
-/// A request for the driver and where its answer goes.
-#[derive(Debug)]
-struct DriverCall {
-    msg: ToDriver,
-    reply: oneshot::Sender<FromDriver>,
-}
-
-/// Why a request to a driver got no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallError {
-    /// The driver's connection closed first.
-    Gone,
-    /// No answer in time.
-    Timeout,
-}
-
 /// The way to send requests to a running driver; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct DriverLink {
-    tx: mpsc::Sender<DriverCall>,
-}
+pub type DriverLink = child::Link<ToDriver, FromDriver>;
 
-impl DriverLink {
-    fn new() -> (DriverLink, mpsc::Receiver<DriverCall>) {
-        let (tx, rx) = mpsc::channel(CALL_QUEUE);
-        (DriverLink { tx }, rx)
-    }
+/// The receiving end of a [`DriverLink`], owned by the connection loop.
+pub type LinkEnd = child::LinkEnd<ToDriver, FromDriver>;
 
-    /// Sends a request and waits up to `limit` for its response.
-    pub async fn call(
-        &self,
-        msg: impl Into<ToDriver>,
-        limit: Duration,
-    ) -> Result<FromDriver, CallError> {
-        let (reply, rx) = oneshot::channel();
-        let call = DriverCall {
-            msg: msg.into(),
-            reply,
-        };
-        let exchange = async {
-            self.tx.send(call).await.map_err(|_| CallError::Gone)?;
-            rx.await.map_err(|_| CallError::Gone)
-        };
-        tokio::time::timeout(limit, exchange)
-            .await
-            .unwrap_or(Err(CallError::Timeout))
-    }
+/// A new link and its receiving end.
+pub fn link() -> (DriverLink, LinkEnd) {
+    child::link()
 }
 
 /// How a driver's connection ended.
@@ -133,15 +77,6 @@ pub struct Ready {
     pub text: String,
 }
 
-/// Ping settings for a connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Pinging {
-    /// How often; zero = never.
-    pub interval: Duration,
-    /// How long an answer may take.
-    pub timeout: Duration,
-}
-
 /// Told once when a freshly started driver has settled: its first Ping (sent right after
 /// `DriverReadyResponse`) is answered, so every event it sent during its start is in.
 pub type Settled = Option<tokio::sync::oneshot::Sender<()>>;
@@ -156,45 +91,20 @@ pub struct DriverProcess {
 }
 
 impl DriverProcess {
-    /// Starts `program --ipc-fd 0 --driver-id 0x...` with its end of a socketpair as stdin.
-    /// With `run_as` (uid, gid) the process gets that user and group (and no supplementary
-    /// groups: the standard library drops them when it changes the uid as root).
+    /// Starts `program --ipc-fd 0 --driver-id 0x...` with its end of a socketpair as stdin
+    /// (see [`child::spawn`]; drivers get a scrubbed environment, [`DRIVER_ENV`]).
     pub fn spawn(
         program: &Path,
         id: DriverId,
         run_as: Option<(u32, u32)>,
     ) -> Result<DriverProcess> {
-        let spawn_error = |source| Error::SpawnDriver {
-            program: program.to_owned(),
-            source,
-        };
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
-        let mut command = Command::new(program);
-        // Drivers get a scrubbed environment: only the variables in `DRIVER_ENV` pass.
-        command.env_clear();
-        for key in DRIVER_ENV {
-            if let Some(value) = std::env::var_os(key) {
-                command.env(key, value);
-            }
-        }
-        if let Some((uid, gid)) = run_as {
-            command.uid(uid).gid(gid);
-        }
-        command
-            .arg("--ipc-fd")
-            .arg("0")
-            .arg("--driver-id")
-            .arg(id.to_string())
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let child = command.spawn().map_err(spawn_error)?;
-        // The command holds our copy of the driver's end; close it so that the driver's
-        // exit closes the connection.
-        drop(command);
-        ours.set_nonblocking(true).map_err(spawn_error)?;
-        let stream = UnixStream::from_std(ours).map_err(spawn_error)?;
+        let (child, stream): (Child, UnixStream) =
+            child::spawn(program, "--driver-id", &id.to_string(), run_as).map_err(|source| {
+                Error::SpawnDriver {
+                    program: program.to_owned(),
+                    source,
+                }
+            })?;
         Ok(DriverProcess {
             child,
             conn: Framed::new(stream, EnvelopeCodec::new()),
@@ -375,60 +285,23 @@ impl DriverProcess {
     /// Asks the driver to stop, and kills it if it does not within a grace period.
     async fn stop(&mut self) {
         let _ = self.send(None, &StopDriver {}).await;
-        if tokio::time::timeout(EXIT_GRACE, self.child.wait())
-            .await
-            .is_err()
-        {
-            self.kill().await;
-        }
+        child::await_exit_or_kill(&mut self.child).await;
     }
 
     /// Kills the process (if it still runs) and reaps it.
     pub async fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.start_kill();
-        }
-        match tokio::time::timeout(EXIT_GRACE, self.child.wait()).await {
-            Ok(Ok(status)) => debug!(%status, "driver process reaped"),
-            Ok(Err(e)) => warn!(error = %e, "cannot reap driver process"),
-            Err(_) => warn!("driver process did not exit after SIGKILL"),
-        }
-    }
-}
-
-/// The receiving end of a [`DriverLink`], owned by the connection loop.
-#[derive(Debug)]
-pub struct LinkEnd {
-    rx: mpsc::Receiver<DriverCall>,
-}
-
-/// A new link and its receiving end.
-pub fn link() -> (DriverLink, LinkEnd) {
-    let (link, rx) = DriverLink::new();
-    (link, LinkEnd { rx })
-}
-
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+        child::kill(&mut self.child).await;
     }
 }
 
 /// A response: complete the request waiting for it.
 fn answer(pending: &mut HashMap<u32, oneshot::Sender<FromDriver>>, refid: u32, env: &Envelope) {
-    let Some(reply) = pending.remove(&refid) else {
-        warn!(refid, cmd = %env.cmd, "response to no request of ours");
-        return;
-    };
-    let msg = FromDriver::decode(&env.cmd, &env.data).unwrap_or_else(|e| {
-        warn!(refid, cmd = %env.cmd, error = %e, "bad response from driver");
+    child::complete(pending, refid, env, FromDriver::decode, |e| {
         FromDriver::ErrorResponse(ErrorResponse::new(
             ErrorCode::DriverError,
             format!("the driver sent a bad response: {e}"),
         ))
     });
-    let _ = reply.send(msg);
 }
 
 /// An event: change the registry.

@@ -1,5 +1,7 @@
 //! chipcardd: the chipcard server. It owns the readers and cards that out-of-process drivers
-//! report, and lets clients use them one at a time over a Unix socket (PROTOCOL.md).
+//! report, and lets clients use them one at a time over a Unix socket (PROTOCOL.md). It
+//! also runs services — helper processes clients open, command and close — and routes
+//! those requests to them (docs/services.md).
 //!
 //! # Modules
 //!
@@ -16,8 +18,14 @@
 //! - [`lock`]: card ownership and the first-come-first-served queue of takers.
 //! - [`notify`]: `SetNotify` patterns and notification kinds.
 //! - [`wait`]: `StartWait` flag/mask matching.
+//! - [`child`]: what driver and service processes share: spawning on a socketpair,
+//!   killing, the request [`child::Link`].
 //! - [`driver`]: one driver process: spawn, handshake, connection loop, request routing.
-//! - [`supervisor`]: keeping a driver running (restart with backoff, give up).
+//! - [`supervisor`]: keeping a driver or service running (restart with backoff, give up).
+//! - [`service`]: one service process: spawn, handshake, connection loop, idle stop.
+//! - [`services`]: the services and the clients' contexts (part of the registry).
+//! - [`service_requests`]: `ServiceOpen`/`ServiceCommand`/`ServiceClose` checked, forwarded
+//!   and answered.
 //! - [`systemd`]: readiness notification (`$NOTIFY_SOCKET`).
 //! - `cardtypes`: which card definitions match an ATR.
 //!
@@ -27,7 +35,7 @@
 //! ([`server::Shared::lock`]). It is never held across an `.await`: registry methods only
 //! change state and queue pushed messages without waiting. Tasks: one accept loop; per
 //! client a reader loop and a writer task, plus one task per request that must wait; per
-//! driver a supervisor task that runs the driver's connection loop.
+//! driver and per service a supervisor task that runs its connection loop.
 //!
 //! # A message's path, socket to driver and back
 //!
@@ -63,6 +71,7 @@
 
 pub mod access;
 pub mod cardtypes;
+pub mod child;
 pub mod client;
 pub mod config;
 pub mod dispatch;
@@ -75,6 +84,9 @@ pub mod notify;
 pub mod outbox;
 pub mod registry;
 pub mod server;
+pub mod service;
+pub mod service_requests;
+pub mod services;
 pub mod setup;
 pub mod socket;
 pub mod supervisor;

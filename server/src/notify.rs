@@ -14,7 +14,7 @@ pub enum Kind {
     Card,
     /// A client connection.
     Client,
-    /// A service (not sent yet: services are not supported).
+    /// A service process.
     Service,
 }
 

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chipcard_ipc::message::{
     CardAvailable, CardInfo, CardInserted, CardType, DriverReader, ListReadersResponse,
-    Notification, ReaderInfo, ReaderStatus,
+    Notification, ReaderInfo, ReaderStatus, ServiceCard,
 };
-use chipcard_ipc::{CardId, ClientId, DriverId, ErrorCode, Group, ReaderId};
+use chipcard_ipc::{CardId, ClientId, DriverId, ErrorCode, Group, ReaderId, ServiceId};
 use tracing::{info, warn};
 
 use crate::access::{DriverAccess, Peer};
@@ -23,6 +23,7 @@ use crate::driver::DriverLink;
 use crate::lock::{CardLock, Take, TakeResult};
 use crate::notify::{Kind, NotifyPatterns};
 use crate::outbox::Outbox;
+use crate::services::{Availability, ServiceTable};
 use crate::wait::WaitFilter;
 
 /// A request that cannot be done: the code and text the client is answered with.
@@ -66,8 +67,21 @@ pub struct ClientEntry {
     peer: Option<Peer>,
     ready: bool,
     application: String,
+    /// The user name of `peer`, once a service request looked it up.
+    user_name: Option<String>,
     notify: NotifyPatterns,
     wait: Option<WaitFilter>,
+}
+
+/// Who a client is, as services are told (seed 5: `clientId`, `appName`, `userName`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The application name from `ClientReady`.
+    pub application: String,
+    /// The user id of its peer credentials, if known.
+    pub uid: Option<u32>,
+    /// The user name, if looked up already.
+    pub user_name: Option<String>,
 }
 
 /// A driver's life as the registry sees it.
@@ -141,6 +155,7 @@ pub struct CardRegistry {
     readers: BTreeMap<ReaderId, ReaderEntry>,
     cards: BTreeMap<CardId, CardEntry>,
     cardtypes: CardTypeRegistry,
+    services: ServiceTable,
 }
 
 impl std::fmt::Debug for CardRegistry {
@@ -167,6 +182,7 @@ impl CardRegistry {
             readers: BTreeMap::new(),
             cards: BTreeMap::new(),
             cardtypes,
+            services: ServiceTable::default(),
         }
     }
 
@@ -287,6 +303,7 @@ impl CardRegistry {
                 peer,
                 ready: false,
                 application: String::new(),
+                user_name: None,
                 notify: NotifyPatterns::default(),
                 wait: None,
             },
@@ -311,6 +328,22 @@ impl CardRegistry {
             info!(client = %client, application, "client ready");
             let data = client_data(client, application);
             self.notify(Kind::Client, "up", data);
+        }
+    }
+
+    /// Who the client is, for the services it talks to.
+    pub fn client_identity(&self, client: ClientId) -> Option<ClientIdentity> {
+        self.clients.get(&client).map(|c| ClientIdentity {
+            application: c.application.clone(),
+            uid: c.peer.as_ref().map(|p| p.uid),
+            user_name: c.user_name.clone(),
+        })
+    }
+
+    /// Remembers the user name of the client's peer credentials.
+    pub fn set_user_name(&mut self, client: ClientId, name: String) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.user_name = Some(name);
         }
     }
 
@@ -845,6 +878,74 @@ impl CardRegistry {
                 "permission denied for this card's reader",
             ))
         }
+    }
+
+    // ----- services -----
+
+    /// The services and contexts.
+    pub fn services(&self) -> &ServiceTable {
+        &self.services
+    }
+
+    /// The services and contexts, to change.
+    pub fn services_mut(&mut self) -> &mut ServiceTable {
+        &mut self.services
+    }
+
+    /// A service's availability changed: `service:up` when it came up, `service:down`
+    /// (with `info`) when it was up and is no longer, unless it is `silent`. A service that
+    /// goes down loses its contexts.
+    pub fn service_availability(&mut self, id: ServiceId, state: Availability, info: &str) {
+        let up = matches!(state, Availability::Up(_));
+        let Some(previous) = self.services.set_availability(id, state) else {
+            return;
+        };
+        let was_up = matches!(previous, Availability::Up(_));
+        if was_up && !up {
+            let lost = self.services.lose_contexts(id, info);
+            if lost > 0 {
+                warn!(service = %id, contexts = lost, why = info, "service down; its contexts are lost");
+            }
+        }
+        let Some(entry) = self.services.get(id) else {
+            return;
+        };
+        if entry.config.flags.silent || was_up == up {
+            return;
+        }
+        let mut data = Group::new("data");
+        data.set_char("serviceId", id.to_string());
+        data.set_char("serviceType", entry.config.service_type.clone());
+        data.set_char("serviceName", entry.config.name.clone());
+        if !info.is_empty() {
+            data.set_char("info", info);
+        }
+        self.notify(Kind::Service, if up { "up" } else { "down" }, data);
+    }
+
+    /// What a service is told about a card a client names (`command/CardId`): the card must
+    /// be present and in a reader the client may use.
+    pub fn service_card(&self, id: CardId, client: ClientId) -> Result<ServiceCard, Failure> {
+        self.check_access(id, client)?;
+        let card = self.card(id)?;
+        let reader = self
+            .readers
+            .get(&card.reader_id)
+            .ok_or_else(|| Failure::new(ErrorCode::DriverError, "the card's reader is gone"))?;
+        Ok(ServiceCard {
+            card_id: id,
+            atr: card.atr.clone(),
+            card_type: card.card_type,
+            card_types: card.card_types.clone(),
+            reader_id: card.reader_id,
+            reader_name: reader.name.clone(),
+            driver_type: self
+                .drivers
+                .get(&reader.driver_id)
+                .map(|d| d.driver_type.clone())
+                .unwrap_or_default(),
+            slot: card.slot,
+        })
     }
 
     /// The links of all running drivers.

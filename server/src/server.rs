@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chipcard_ipc::DriverId;
+use chipcard_ipc::{DriverId, ServiceId};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cardtypes::CardTypeRegistry;
-use crate::config::{Config, DriverConfig};
+use crate::config::{Config, DriverConfig, ServiceConfig};
 use crate::error::Result;
 use crate::registry::CardRegistry;
 use crate::socket::{self, BoundSocket};
@@ -23,7 +23,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Timeouts and paths every task needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Where `chipcard-driver-TYPE` programs are.
+    /// Where `chipcard-driver-TYPE` and `chipcard-service-TYPE` programs are.
     pub driver_dir: PathBuf,
     /// How long a driver may take to send `DriverReady`.
     pub driver_start_timeout: Duration,
@@ -141,28 +141,108 @@ impl std::fmt::Debug for Reload {
     }
 }
 
-/// A running driver supervisor.
-struct Running {
-    id: DriverId,
-    config: DriverConfig,
+/// A driver or service as the configuration has it, and how the server runs one.
+trait Unit: Clone + PartialEq + Send + 'static {
+    /// Its id (the same across restarts and reloads).
+    type Id: Copy + std::fmt::Display + Send + 'static;
+    /// `driver` or `service`, for logs.
+    const KIND: &'static str;
+    /// Its name in the configuration.
+    fn name(&self) -> &str;
+    /// The configured units of this kind.
+    fn configured(config: &Config) -> &[Self];
+    /// Adds it to the registry.
+    fn register(&self, reg: &mut CardRegistry) -> Self::Id;
+    /// Its configuration changed.
+    fn update(&self, reg: &mut CardRegistry, id: Self::Id);
+    /// It left the configuration (it is stopped).
+    fn forget(reg: &mut CardRegistry, id: Self::Id);
+    /// Runs its supervisor until `stop`.
+    fn supervise(
+        shared: Arc<Shared>,
+        id: Self::Id,
+        config: Self,
+        settled: crate::driver::Settled,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()>;
+}
+
+impl Unit for DriverConfig {
+    type Id = DriverId;
+    const KIND: &'static str = "driver";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn configured(config: &Config) -> &[Self] {
+        &config.drivers
+    }
+    fn register(&self, reg: &mut CardRegistry) -> DriverId {
+        reg.add_driver(self)
+    }
+    fn update(&self, reg: &mut CardRegistry, id: DriverId) {
+        reg.update_driver(id, self);
+    }
+    fn forget(reg: &mut CardRegistry, id: DriverId) {
+        reg.remove_driver(id);
+    }
+    fn supervise(
+        shared: Arc<Shared>,
+        id: DriverId,
+        config: Self,
+        settled: crate::driver::Settled,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::supervisor::supervise(
+            shared, id, config, settled, stop,
+        ))
+    }
+}
+
+impl Unit for ServiceConfig {
+    type Id = ServiceId;
+    const KIND: &'static str = "service";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn configured(config: &Config) -> &[Self] {
+        &config.services
+    }
+    fn register(&self, reg: &mut CardRegistry) -> ServiceId {
+        reg.services_mut().add(self)
+    }
+    fn update(&self, reg: &mut CardRegistry, id: ServiceId) {
+        reg.services_mut().update(id, self);
+    }
+    fn forget(reg: &mut CardRegistry, id: ServiceId) {
+        reg.services_mut().remove(id);
+    }
+    fn supervise(
+        shared: Arc<Shared>,
+        id: ServiceId,
+        config: Self,
+        settled: crate::driver::Settled,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::service::supervise(shared, id, config, settled, stop))
+    }
+}
+
+/// A running driver or service supervisor.
+struct Running<U: Unit> {
+    id: U::Id,
+    config: U,
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
 
-fn start_driver(
+fn start_unit<U: Unit>(
     shared: &Arc<Shared>,
-    id: DriverId,
-    config: DriverConfig,
+    id: U::Id,
+    config: U,
     settled: crate::driver::Settled,
-) -> Running {
+) -> Running<U> {
     let stop = shared.shutdown.child_token();
-    let handle = tokio::spawn(crate::supervisor::supervise(
-        shared.clone(),
-        id,
-        config.clone(),
-        settled,
-        stop.clone(),
-    ));
+    let handle = U::supervise(shared.clone(), id, config.clone(), settled, stop.clone());
     Running {
         id,
         config,
@@ -171,81 +251,89 @@ fn start_driver(
     }
 }
 
-async fn stop_driver(running: Running) {
+async fn stop_unit<U: Unit>(running: Running<U>) {
     running.stop.cancel();
     let mut handle = running.handle;
     if tokio::time::timeout(SHUTDOWN_GRACE, &mut handle)
         .await
         .is_err()
     {
-        warn!(driver = %running.id, "driver did not stop in time; abandoning it");
+        warn!(id = %running.id, "{} did not stop in time; abandoning it", U::KIND);
         handle.abort();
     }
 }
 
-/// Applies a new configuration's drivers: drivers whose group is unchanged keep running,
-/// changed ones are restarted (same id), removed ones stopped and forgotten, new ones
-/// started. Settings in `server {}` and `cardDir` need a restart.
-async fn apply_reload(shared: &Arc<Shared>, running: &mut Vec<Running>, config: Config) {
+/// Applies a new configuration's drivers or services: those whose group is unchanged keep
+/// running, changed ones are restarted (same id), removed ones stopped and forgotten, new
+/// ones started. Settings in `server {}` and `cardDir` need a restart.
+async fn apply_reload<U: Unit>(
+    shared: &Arc<Shared>,
+    running: &mut Vec<Running<U>>,
+    config: &Config,
+) {
+    let configured = U::configured(config);
     let old = std::mem::take(running);
     let mut kept_names = Vec::new();
     for r in old {
-        let new = config
-            .drivers
+        let new = configured
             .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(&r.config.name));
+            .find(|d| d.name().eq_ignore_ascii_case(r.config.name()));
         match new {
             Some(d) if *d == r.config => {
-                kept_names.push(d.name.clone());
+                kept_names.push(d.name().to_owned());
                 running.push(r);
             }
             Some(d) => {
-                info!(driver = %r.id, name = %d.name, "driver configuration changed; restarting it");
+                info!(id = %r.id, name = %d.name(), "{} configuration changed; restarting it", U::KIND);
                 let id = r.id;
-                stop_driver(r).await;
-                shared.lock().update_driver(id, d);
-                kept_names.push(d.name.clone());
-                running.push(start_driver(shared, id, d.clone(), None));
+                stop_unit(r).await;
+                d.update(&mut shared.lock(), id);
+                kept_names.push(d.name().to_owned());
+                running.push(start_unit(shared, id, d.clone(), None));
             }
             None => {
-                info!(driver = %r.id, name = %r.config.name, "driver removed from the configuration");
+                info!(id = %r.id, name = %r.config.name(), "{} removed from the configuration", U::KIND);
                 let id = r.id;
-                stop_driver(r).await;
-                shared.lock().remove_driver(id);
+                stop_unit(r).await;
+                U::forget(&mut shared.lock(), id);
             }
         }
     }
-    for d in &config.drivers {
-        if !kept_names.iter().any(|n| n.eq_ignore_ascii_case(&d.name)) {
-            let id = shared.lock().add_driver(d);
-            info!(driver = %id, name = %d.name, "driver added to the configuration");
-            running.push(start_driver(shared, id, d.clone(), None));
+    for d in configured {
+        if !kept_names.iter().any(|n| n.eq_ignore_ascii_case(d.name())) {
+            let id = d.register(&mut shared.lock());
+            info!(id = %id, name = %d.name(), "{} added to the configuration", U::KIND);
+            running.push(start_unit(shared, id, d.clone(), None));
         }
     }
 }
 
-/// Owns the running drivers: applies reloads until shutdown, then hands them back.
-async fn manage_drivers(
-    shared: Arc<Shared>,
-    mut running: Vec<Running>,
-    reload: Option<Reload>,
-) -> Vec<Running> {
+/// What runs: the drivers' and the services' supervisors.
+struct Units {
+    drivers: Vec<Running<DriverConfig>>,
+    services: Vec<Running<ServiceConfig>>,
+}
+
+/// Owns the running drivers and services: applies reloads until shutdown, then hands
+/// them back.
+async fn manage_units(shared: Arc<Shared>, mut units: Units, reload: Option<Reload>) -> Units {
     let Some(mut reload) = reload else {
         shared.shutdown.cancelled().await;
-        return running;
+        return units;
     };
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return running,
+            _ = shared.shutdown.cancelled() => return units,
             request = reload.requests.recv() => {
                 if request.is_none() {
                     shared.shutdown.cancelled().await;
-                    return running;
+                    return units;
                 }
                 match (reload.load)() {
                     Ok(config) => {
                         info!("reloading the configuration");
-                        apply_reload(&shared, &mut running, config).await;
+                        apply_reload(&shared, &mut units.drivers, &config).await;
+                        apply_reload(&shared, &mut units.services, &config).await;
                         info!("configuration reloaded");
                     }
                     Err(e) => warn!(error = %e, "configuration not reloaded"),
@@ -264,6 +352,7 @@ pub struct Server {
     shared: Arc<Shared>,
     socket: BoundSocket,
     drivers: Vec<(DriverId, DriverConfig)>,
+    services: Vec<(ServiceId, ServiceConfig)>,
     max_clients: usize,
 }
 
@@ -308,10 +397,17 @@ impl Server {
             .into_iter()
             .map(|d| (registry.add_driver(&d), d))
             .collect();
+        let services = setup
+            .config
+            .services
+            .into_iter()
+            .map(|s| (registry.services_mut().add(&s), s))
+            .collect();
         Ok(Server {
             shared: Arc::new(Shared::new(settings, registry)),
             socket,
             drivers,
+            services,
             max_clients: server_config.max_clients,
         })
     }
@@ -321,8 +417,8 @@ impl Server {
         self.socket.path()
     }
 
-    /// Starts the drivers and serves clients until `stop` completes; then stops the drivers
-    /// and removes the socket file.
+    /// Starts the drivers and services and serves clients until `stop` completes; then stops
+    /// them and removes the socket file.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<()> {
         self.run_with(stop, None, None).await
     }
@@ -339,25 +435,38 @@ impl Server {
             shared,
             socket,
             drivers,
+            services,
             max_clients,
         } = self;
-        let mut running = Vec::new();
+        let mut units = Units {
+            drivers: Vec::new(),
+            services: Vec::new(),
+        };
         let mut settling = Vec::new();
         for (id, config) in drivers {
             let (tx, rx) = tokio::sync::oneshot::channel();
             settling.push(rx);
-            running.push(start_driver(&shared, id, config, Some(tx)));
+            units
+                .drivers
+                .push(start_unit(&shared, id, config, Some(tx)));
+        }
+        for (id, config) in services {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            settling.push(rx);
+            units
+                .services
+                .push(start_unit(&shared, id, config, Some(tx)));
         }
         tokio::pin!(stop);
-        // Clients are accepted once every driver's first start has settled or failed, so the
-        // first ListReaders already shows the configured readers and cards. Connections made
-        // meanwhile wait in the socket's backlog.
+        // Clients are accepted once every driver's (and autoload service's) first start has
+        // settled or failed, so the first ListReaders already shows the configured readers
+        // and cards. Connections made meanwhile wait in the socket's backlog.
         let settle_limit = shared.settings.driver_start_timeout + shared.settings.ping_timeout;
         let stopped_early = tokio::select! {
             _ = &mut stop => true,
             _ = tokio::time::timeout(settle_limit, futures::future::join_all(settling)) => false,
         };
-        let manager = tokio::spawn(manage_drivers(shared.clone(), running, reload));
+        let manager = tokio::spawn(manage_units(shared.clone(), units, reload));
         if !stopped_early {
             info!("accepting clients");
             if let Some(ready) = ready {
@@ -367,19 +476,25 @@ impl Server {
         }
         info!("shutting down");
         shared.shutdown.cancel();
-        let running = manager.await.unwrap_or_default();
         let mut supervisors: JoinSet<()> = JoinSet::new();
-        for r in running {
-            supervisors.spawn(async move {
-                let _ = r.handle.await;
-            });
+        if let Ok(units) = manager.await {
+            let handles = units
+                .drivers
+                .into_iter()
+                .map(|r| r.handle)
+                .chain(units.services.into_iter().map(|r| r.handle));
+            for handle in handles {
+                supervisors.spawn(async move {
+                    let _ = handle.await;
+                });
+            }
         }
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while supervisors.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            warn!("drivers did not stop in time; killing them");
+            warn!("drivers and services did not stop in time; killing them");
             supervisors.abort_all();
         }
         drop(socket);

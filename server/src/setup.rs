@@ -178,5 +178,22 @@ pub fn summary(config: &Config) -> String {
             if readers == 1 { "" } else { "s" }
         ));
     }
+    out.push_str(&format!("services: {}\n", config.services.len()));
+    for s in &config.services {
+        let flags = s.flags.words();
+        out.push_str(&format!(
+            "  {} (type {}, {})\n",
+            s.name,
+            s.service_type,
+            if flags.is_empty() {
+                format!(
+                    "started on demand, idle timeout {} ms",
+                    s.idle_timeout.as_millis()
+                )
+            } else {
+                format!("flags {}", flags.join(", "))
+            }
+        ));
+    }
     out
 }

@@ -1,8 +1,11 @@
-//! Keeping a configured driver running: start, register, serve, and restart with
-//! exponential backoff (`restartBackoff`, default 1 s, doubling to `restartBackoffMax`,
-//! default 60 s) when it exits, closes its connection, sends garbage, fails to get ready or
-//! stops answering pings. After `restartMaxFailures` (default 5) failed starts in a row it
-//! gives up and says so with a `driver:error` notification.
+//! Keeping a configured driver or service running: start, register, serve, and restart
+//! with exponential backoff (`restartBackoff`, default 1 s, doubling to
+//! `restartBackoffMax`, default 60 s) when it exits, closes its connection, sends garbage,
+//! fails to get ready or stops answering pings. After `restartMaxFailures` (default 5)
+//! failed starts in a row it gives up and says so (`driver:error` for a driver).
+//!
+//! [`keep_running`] is the loop both share; a [`Supervised`] unit says how one run goes
+//! (drivers: [`supervise`] here; services: [`crate::service::supervise`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,22 +18,116 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::DriverConfig;
 use crate::driver::{self, DriverProcess, Ending, Pinging};
-use crate::server::Shared;
+use crate::server::{Settings, Shared};
 
-/// How one run of the driver went.
+/// How one run of a driver or service went.
 #[derive(Debug)]
-enum Run {
-    /// It never got ready.
+pub enum Run {
+    /// It never got ready; why.
     FailedStart(String),
-    /// It got ready and later ended.
-    Ended(Ending),
-    /// The server is stopping.
+    /// It got ready and later ended; why.
+    Ended(String),
+    /// It was stopped for being idle, or ended while nobody needed it: the next run waits
+    /// until it is wanted, without a restart delay.
+    Idle,
+    /// The server is stopping (or the unit was removed).
     Shutdown,
+}
+
+/// A driver or service as [`keep_running`] sees it.
+pub trait Supervised {
+    /// `driver` or `service`, for logs.
+    fn kind(&self) -> &'static str;
+    /// One run: start the process and serve it until it ends.
+    fn run_once(
+        &mut self,
+        settled: driver::Settled,
+        stop: &CancellationToken,
+    ) -> impl std::future::Future<Output = Run> + Send;
+    /// A start failed (`why`).
+    fn failed_start(&self, why: &str);
+    /// It is restarted after `delay_ms` (it ended or failed to start: `why`).
+    fn restarting(&self, why: &str);
+    /// It failed to start too often and is given up.
+    fn given_up(&self, why: &str);
+    /// The server stopped it.
+    fn stopped(&self);
+}
+
+/// Runs `unit` until `stop` or until it is given up, restarting it with backoff.
+pub async fn keep_running<U: Supervised>(
+    unit: &mut U,
+    settings: &Settings,
+    mut settled: driver::Settled,
+    stop: &CancellationToken,
+) {
+    let kind = unit.kind();
+    let first_backoff = settings.restart_backoff;
+    let max_backoff = settings.restart_backoff_max.max(first_backoff);
+    let max_failed_starts = settings.restart_max_failures.max(1);
+    let mut failed_starts = 0;
+    let mut backoff = first_backoff;
+    loop {
+        let started = Instant::now();
+        let why = match unit.run_once(settled.take(), stop).await {
+            Run::Shutdown => {
+                unit.stopped();
+                return;
+            }
+            Run::Idle => {
+                failed_starts = 0;
+                backoff = first_backoff;
+                continue;
+            }
+            Run::FailedStart(why) => {
+                failed_starts += 1;
+                error!(attempt = failed_starts, error = %why, "{kind} failed to start");
+                unit.failed_start(&why);
+                why
+            }
+            Run::Ended(why) => {
+                failed_starts = 0;
+                if started.elapsed() >= max_backoff {
+                    backoff = first_backoff;
+                }
+                warn!(reason = %why, "{kind} stopped");
+                why
+            }
+        };
+        if failed_starts >= max_failed_starts {
+            error!("{kind} failed to start {max_failed_starts} times in a row; giving up");
+            unit.given_up(&format!(
+                "failed to start {max_failed_starts} times in a row; given up"
+            ));
+            return;
+        }
+        info!(
+            delay_ms = backoff.as_millis() as u64,
+            "restarting {kind} after a delay"
+        );
+        unit.restarting(&why);
+        tokio::select! {
+            _ = stop.cancelled() => {
+                unit.stopped();
+                return;
+            }
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = backoff.saturating_mul(2).min(max_backoff);
+    }
 }
 
 /// The program that runs a driver of `driver_type`.
 pub fn driver_program(driver_dir: &std::path::Path, driver_type: &str) -> PathBuf {
     driver_dir.join(format!("chipcard-driver-{driver_type}"))
+}
+
+/// A configured driver, supervised.
+struct DriverUnit {
+    shared: Arc<Shared>,
+    id: DriverId,
+    config: DriverConfig,
+    program: PathBuf,
 }
 
 /// Runs the driver `id` until the server stops or the driver is given up.
@@ -44,66 +141,64 @@ pub async fn supervise(
     shared: Arc<Shared>,
     id: DriverId,
     config: DriverConfig,
-    mut settled: driver::Settled,
+    settled: driver::Settled,
     stop: CancellationToken,
 ) {
     let span = info_span!("driver", driver = %id, name = %config.name, kind = %config.driver_type);
     async move {
         let program = driver_program(&shared.settings.driver_dir, &config.driver_type);
-        let first_backoff = shared.settings.restart_backoff;
-        let max_backoff = shared.settings.restart_backoff_max.max(first_backoff);
-        let max_failed_starts = shared.settings.restart_max_failures.max(1);
-        let mut failed_starts = 0;
-        let mut backoff = first_backoff;
-        loop {
-            let started = Instant::now();
-            match run_once(&shared, id, &config, &program, settled.take(), &stop).await {
-                Run::Shutdown => {
-                    shared
-                        .lock()
-                        .driver_down(id, "driver stopped by the server");
-                    return;
-                }
-                Run::FailedStart(why) => {
-                    failed_starts += 1;
-                    error!(attempt = failed_starts, error = %why, "driver failed to start");
-                    let mut reg = shared.lock();
-                    reg.driver_error(id, &why);
-                    reg.driver_down(id, &why);
-                }
-                Run::Ended(ending) => {
-                    failed_starts = 0;
-                    if started.elapsed() >= max_backoff {
-                        backoff = first_backoff;
-                    }
-                    // The connection loop has marked the driver down already.
-                    warn!(reason = %ending, "driver stopped");
-                }
-            }
-            if failed_starts >= max_failed_starts {
-                error!("driver failed to start {max_failed_starts} times in a row; giving up");
-                shared.lock().driver_error(
-                    id,
-                    &format!("failed to start {max_failed_starts} times in a row; given up"),
-                );
-                return;
-            }
-            info!(
-                delay_ms = backoff.as_millis() as u64,
-                "restarting driver after a delay"
-            );
-            tokio::select! {
-                _ = stop.cancelled() => {
-                    shared.lock().driver_down(id, "driver stopped by the server");
-                    return;
-                }
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = backoff.saturating_mul(2).min(max_backoff);
-        }
+        let settings = shared.settings.clone();
+        let mut unit = DriverUnit {
+            shared,
+            id,
+            config,
+            program,
+        };
+        keep_running(&mut unit, &settings, settled, &stop).await;
     }
     .instrument(span)
     .await
+}
+
+impl Supervised for DriverUnit {
+    fn kind(&self) -> &'static str {
+        "driver"
+    }
+
+    fn run_once(
+        &mut self,
+        settled: driver::Settled,
+        stop: &CancellationToken,
+    ) -> impl std::future::Future<Output = Run> + Send {
+        run_once(
+            &self.shared,
+            self.id,
+            &self.config,
+            &self.program,
+            settled,
+            stop,
+        )
+    }
+
+    fn failed_start(&self, why: &str) {
+        let mut reg = self.shared.lock();
+        reg.driver_error(self.id, why);
+        reg.driver_down(self.id, why);
+    }
+
+    fn restarting(&self, _why: &str) {
+        // The connection loop (or `failed_start`) has marked the driver down already.
+    }
+
+    fn given_up(&self, why: &str) {
+        self.shared.lock().driver_error(self.id, why);
+    }
+
+    fn stopped(&self) {
+        self.shared
+            .lock()
+            .driver_down(self.id, "driver stopped by the server");
+    }
 }
 
 async fn run_once(
@@ -175,6 +270,6 @@ async fn run_once(
     }
     match ending {
         Ending::Shutdown => Run::Shutdown,
-        other => Run::Ended(other),
+        other => Run::Ended(other.to_string()),
     }
 }

@@ -424,8 +424,12 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
     let env = a.answer(bad.id).await;
     let e = ErrorResponse::read_data(&env.data).expect("an Error");
     assert_eq!((e.code, e.text.as_str()), (2, "data/CardId: missing"));
-    let e = a.call_error(&ServiceOpen::default()).await;
-    assert_eq!(e.code, 5);
+    // A ServiceOpen naming no service: its own response, code 2.
+    let r: ServiceOpenResponse = a.call(&ServiceOpen::default()).await;
+    assert_eq!(
+        r.outcome.error,
+        Some(chipcard_ipc::ErrorCode::InvalidArgument)
+    );
     // Repeated id: code 11, and the connection goes on.
     let stale = Envelope::new(bad.id, None, &ListReaders {});
     a.conn.send(stale).await.expect("sends");

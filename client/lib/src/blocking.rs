@@ -66,6 +66,31 @@ impl Client {
         self.rt.block_on(self.inner.request(message))
     }
 
+    /// Opens a context with a service; see [`crate::Client::service_open`].
+    pub fn service_open(
+        &self,
+        service: &crate::ServiceRef,
+        command: Option<chipcard_ipc::Group>,
+    ) -> Result<crate::ServiceContext> {
+        self.rt.block_on(self.inner.service_open(service, command))
+    }
+
+    /// Sends a command to an open context; see [`crate::Client::service_command`].
+    pub fn service_command(
+        &self,
+        context: &crate::ServiceContext,
+        name: &str,
+        args: chipcard_ipc::Group,
+    ) -> Result<crate::ServiceReply> {
+        self.rt
+            .block_on(self.inner.service_command(context, name, args))
+    }
+
+    /// Closes a context; see [`crate::Client::service_close`].
+    pub fn service_close(&self, context: &crate::ServiceContext) -> Result<chipcard_ipc::Group> {
+        self.rt.block_on(self.inner.service_close(context))
+    }
+
     /// Every reader and the cards in it.
     pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
         self.rt.block_on(self.inner.readers())

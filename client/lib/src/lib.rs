@@ -3,8 +3,9 @@
 //! A [`Client`] connects to the server's Unix socket (see [`resolve_socket_path`]: an
 //! explicit path, else `$CHIPCARD_SOCKET`, else the per-user or system default), introduces
 //! itself with `ClientReady`, and then offers the requests of PROTOCOL §4 as methods: list
-//! readers, wait for cards, take a card, send it APDUs, reset it, release it, and follow
-//! notifications.
+//! readers, wait for cards, take a card, send it APDUs, reset it, release it, follow
+//! notifications, and open, command and close service contexts
+//! ([`Client::service_open`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -52,6 +53,7 @@ pub mod blocking;
 mod client;
 mod conn;
 mod error;
+mod service;
 mod status;
 
 pub use apdu::{hex_upper, Atr, Response};
@@ -60,6 +62,7 @@ pub use client::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_TAKE_TIMEOUT,
 };
 pub use error::{Error, Result};
+pub use service::{ServiceContext, ServiceRef, ServiceReply};
 pub use status::{StatusClass, StatusWord};
 
 /// The IPC crate this client speaks, for the message types and ids below and more.
@@ -67,4 +70,4 @@ pub use chipcard_ipc as ipc;
 pub use chipcard_ipc::message::{
     CardAvailable, CardInfo, CardType, Notification, ReaderInfo, ReaderStatus,
 };
-pub use chipcard_ipc::{CardId, ClientId, DriverId, ErrorCode, ReaderId};
+pub use chipcard_ipc::{CardId, ClientId, ContextId, DriverId, ErrorCode, ReaderId, ServiceId};

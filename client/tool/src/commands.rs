@@ -11,9 +11,11 @@ pub mod apdu;
 pub mod atr;
 pub mod check;
 pub mod fmt;
+pub mod info;
 pub mod list;
 pub mod monitor;
 pub mod reset;
+pub mod service;
 pub mod wait;
 
 /// How long a subcommand lets the server wait for a card another client holds.

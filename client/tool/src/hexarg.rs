@@ -48,6 +48,18 @@ pub fn parse_apdus(words: &[String]) -> Result<Vec<Vec<u8>>, String> {
 
 /// One APDU from hex digits, ignoring blanks and `:`.
 fn parse_apdu(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = parse_hex(text)?;
+    if bytes.len() < MIN_APDU {
+        return Err(format!(
+            "{} byte(s); an APDU has at least 4 (CLA INS P1 P2)",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Bytes from hex digits, ignoring blanks and `:`; at least one byte.
+pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b':')
@@ -61,17 +73,10 @@ fn parse_apdu(text: &str) -> Result<Vec<u8>, String> {
     if digits.len() % 2 != 0 {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
-    let bytes: Vec<u8> = digits
+    Ok(digits
         .chunks(2)
         .map(|pair| (nibble(pair[0]) << 4) | nibble(pair[1]))
-        .collect();
-    if bytes.len() < MIN_APDU {
-        return Err(format!(
-            "{} byte(s); an APDU has at least 4 (CLA INS P1 P2)",
-            bytes.len()
-        ));
-    }
-    Ok(bytes)
+        .collect())
 }
 
 fn nibble(digit: u8) -> u8 {

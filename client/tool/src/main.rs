@@ -1,7 +1,8 @@
 //! chipcard-tool: a command-line client of chipcardd.
 //!
 //! Lists readers and cards, waits for a card, sends APDUs, resets and checks cards,
-//! monitors events, and formats group-format files. Every subcommand takes `--json` for
+//! monitors events, talks to services (`service`, and `info` for the cardinfo service),
+//! and formats group-format files. Every subcommand takes `--json` for
 //! machine-readable output and `--socket PATH` for a server other than the default.
 //!
 //! Exit status: 0 on success, 1 on failure (one line `chipcard-tool: <reason>` on stderr;
@@ -62,6 +63,10 @@ pub enum Command {
     Reset(commands::reset::Args),
     /// Print notifications and card events as they happen.
     Monitor(commands::monitor::Args),
+    /// Open a service, send it commands, close it.
+    Service(commands::service::Args),
+    /// Describe a card: its ATR decoded, its card types, pcsc-tools' descriptions.
+    Info(commands::info::Args),
     /// Read a group-format file and print it pretty, compact or as JSON.
     Fmt(commands::fmt::Args),
 }
@@ -100,6 +105,8 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             Command::Check(args) => commands::check::run(&global, args).await,
             Command::Reset(args) => commands::reset::run(&global, args).await,
             Command::Monitor(args) => commands::monitor::run(&global, args).await,
+            Command::Service(args) => commands::service::run(&global, args).await,
+            Command::Info(args) => commands::info::run(&global, args).await,
             Command::Fmt(args) => commands::fmt::run(&global, args),
         }
     })

@@ -14,16 +14,12 @@ pub struct Args {
     pub ipc_fd: RawFd,
 
     /// The id the server gave this driver, e.g. 0x00000001.
-    #[arg(long, value_name = "ID", value_parser = parse_driver_id)]
+    #[arg(long, value_name = "ID", value_parser = chipcard_child::parse_object_id_arg::<DriverId>)]
     pub driver_id: DriverId,
 
     /// A tracing filter such as `debug` or `chipcard_driver=trace`; overrides RUST_LOG.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
-}
-
-fn parse_driver_id(s: &str) -> Result<DriverId, String> {
-    s.parse::<DriverId>().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

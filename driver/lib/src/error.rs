@@ -1,66 +1,15 @@
 //! The crate's error type, and the error a backend reports for one request.
 
-use std::os::fd::RawFd;
-
-use chipcard_ipc::ErrorCode;
-
 /// What a [`Backend`](crate::Backend) reports when a request fails: a protocol error code
 /// (PROTOCOL §3) and a text. It becomes the failed outcome of the response.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text} ({code})")]
-pub struct DriverError {
-    /// The code the server and its client see.
-    pub code: ErrorCode,
-    /// What went wrong, for people.
-    pub text: String,
-}
-
-impl DriverError {
-    /// An error with any code.
-    pub fn new(code: ErrorCode, text: impl Into<String>) -> Self {
-        DriverError {
-            code,
-            text: text.into(),
-        }
-    }
-
-    /// Code 7: there is no card (any more) in the slot.
-    pub fn card_removed(text: impl Into<String>) -> Self {
-        DriverError::new(ErrorCode::CardRemoved, text)
-    }
-
-    /// Code 8: the reader or the driver failed.
-    pub fn reader(text: impl Into<String>) -> Self {
-        DriverError::new(ErrorCode::DriverError, text)
-    }
-
-    /// Code 3: no such reader or slot.
-    pub fn not_found(text: impl Into<String>) -> Self {
-        DriverError::new(ErrorCode::NotFound, text)
-    }
-
-    /// Code 2: a request's arguments are unacceptable (also: a bad configuration).
-    pub fn invalid(text: impl Into<String>) -> Self {
-        DriverError::new(ErrorCode::InvalidArgument, text)
-    }
-
-    /// Code 5: the backend does not do this.
-    pub fn not_supported(text: impl Into<String>) -> Self {
-        DriverError::new(ErrorCode::NotSupported, text)
-    }
-}
+pub type DriverError = chipcard_child::RequestError;
 
 /// Everything that can end a driver process with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The `--ipc-fd` descriptor cannot be used.
-    #[error("--ipc-fd {fd}: {reason}")]
-    IpcFd {
-        /// The descriptor given.
-        fd: RawFd,
-        /// Why it was refused.
-        reason: String,
-    },
+    #[error(transparent)]
+    IpcFd(#[from] chipcard_child::IpcFdError),
     /// The connection to the server failed: framing, encoding or I/O.
     #[error("connection to the server: {0}")]
     Ipc(#[from] chipcard_ipc::Error),

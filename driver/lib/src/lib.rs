@@ -69,32 +69,25 @@
 //! [`run`] logs to standard error with `tracing`, filtered by `--log-level` or else
 //! `RUST_LOG` (default `info`), in a span carrying the `driver_id`. APDUs are logged at
 //! `trace`, with the data of PIN commands left out.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod args;
 mod backend;
 mod error;
-mod fd;
 mod serve;
 mod worker;
 
 use std::process::ExitCode;
 
 use tracing::{error, info_span, Instrument};
-use tracing_subscriber::EnvFilter;
 
 pub use args::Args;
 pub use backend::{Backend, Event, EventReceiver, EventSink};
+pub use chipcard_child::{adopt_ipc_fd, init_logging};
 pub use error::{DriverError, Error, Result};
-pub use fd::adopt_ipc_fd;
 pub use serve::{serve, Exit, STOP_TIMEOUT};
 
-/// The exit code after `StopDriver` or when the server went away.
-pub const EXIT_OK: u8 = 0;
-/// The exit code after a failure (start failed, protocol error, backend lost).
-pub const EXIT_FAILURE: u8 = 1;
-/// The exit code for a bad command line (as clap reports it).
-pub const EXIT_USAGE: u8 = 2;
+pub use chipcard_child::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 /// The whole life of a driver process: parses [`Args`] from the command line, sets up
 /// logging, adopts the IPC socket and [`serve`]s until the server stops the driver.
@@ -102,13 +95,9 @@ pub const EXIT_USAGE: u8 = 2;
 /// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
 /// standard error) or [`EXIT_USAGE`].
 pub fn run<B: Backend>(backend: B) -> ExitCode {
-    let args = match <Args as clap::Parser>::try_parse() {
+    let args: Args = match chipcard_child::parse_args() {
         Ok(args) => args,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
     init_logging(args.log_level.as_deref());
     match run_with(&args, backend) {
@@ -123,34 +112,8 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
 /// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
 /// current-thread runtime.
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
-    let stream = adopt_ipc_fd(args.ipc_fd)?;
-    stream.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let span = info_span!("driver", driver_id = %args.driver_id);
-    runtime.block_on(
-        async {
-            let stream = tokio::net::UnixStream::from_std(stream)?;
-            serve(stream, args.driver_id, backend).await
-        }
-        .instrument(span),
-    )
-}
-
-/// Logs to standard error: `filter` if given, else `RUST_LOG`, else `info`. Does nothing if
-/// a global subscriber is already set.
-pub fn init_logging(filter: Option<&str>) {
-    let filter = match filter {
-        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
-            eprintln!("--log-level '{f}': {e}; using 'info'");
-            EnvFilter::new("info")
-        }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    chipcard_child::serve_on_fd(args.ipc_fd, |stream| {
+        serve(stream, args.driver_id, backend).instrument(span)
+    })
 }

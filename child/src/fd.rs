@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::stat::{fstat, SFlag};
 
-use crate::error::Error;
+use crate::IpcFdError as Error;
 
 /// Set once a descriptor other than 0 has been adopted: ownership is taken at most once.
 static ADOPTED: AtomicBool = AtomicBool::new(false);
 
 fn refuse(fd: RawFd, reason: impl Into<String>) -> Error {
-    Error::IpcFd {
+    Error {
         fd,
         reason: reason.into(),
     }
