@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use chipcard_ipc::message::{
-    ListReaders, Notification, ServiceClose, ServiceCloseResponse, ServiceCommand,
-    ServiceCommandResponse, ServiceOpen, ServiceOpenResponse, SetNotify, ToClient,
+    Notification, ServiceClose, ServiceCloseResponse, ServiceCommand, ServiceCommandResponse,
+    ServiceOpen, ServiceOpenResponse, SetNotify, ToClient,
 };
 use chipcard_ipc::{CardId, ContextId, ErrorCode, Group, ServiceId};
 use chipcard_tests::configs::{atr_list_fixture, EGK_ATR, EMUL_WITH_SERVICES, TEST_ATR};
+use chipcard_tests::procs::children_of;
 use chipcard_tests::{RawClient, Server, TIMEOUT};
 
 fn start(idle_ms: u32) -> Server {
@@ -82,23 +83,15 @@ fn describe(card: CardId) -> Group {
 /// The first card in the reader called `reader`, with its card types (waiting for one to
 /// be inserted).
 async fn card_in(client: &mut RawClient, reader: &str) -> (CardId, Vec<String>) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let ToClient::ListReadersResponse(list) = client.request(&ListReaders {}).await else {
-            panic!("ListReaders failed");
-        };
-        let card = list
-            .readers
-            .iter()
-            .filter(|r| r.reader_name == reader)
-            .flat_map(|r| r.cards.first())
-            .next();
-        if let Some(c) = card {
-            return (c.card_id, c.card_types.clone());
-        }
-        assert!(Instant::now() < deadline, "no card in {reader}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let card = client.wait_for_card(reader).await;
+    let listed = client.reader(reader).await.expect("the reader is listed");
+    let types = listed
+        .cards
+        .iter()
+        .find(|c| c.card_id == card)
+        .map(|c| c.card_types.clone())
+        .expect("the card is still listed");
+    (card, types)
 }
 
 /// The next notification (skipping other pushes), within `limit`.
@@ -118,26 +111,10 @@ async fn next_notification(client: &mut RawClient, limit: Duration) -> Option<No
 
 /// The pid of the running service process `name` that chipcardd started.
 fn service_pid(server: &Server, name: &str) -> Option<u32> {
-    let parent = server.pid().to_string();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The fields after the command name: state, ppid, ...
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1));
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if ppid == Some(parent.as_str()) && cmdline.contains(name) {
-            return Some(pid);
-        }
-    }
-    None
+    children_of(server.pid())
+        .into_iter()
+        .find(|c| !c.is_zombie() && c.cmdline.iter().any(|a| a.contains(name)))
+        .map(|c| c.pid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
