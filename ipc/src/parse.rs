@@ -73,6 +73,7 @@ use nom::character::complete::{alpha1, char as chr, one_of};
 use nom::combinator::{cut, map_opt, opt, rest, value};
 use nom::sequence::{preceded, terminated};
 use nom::IResult;
+use smallvec::SmallVec;
 
 use crate::error::ParseError;
 use crate::model::{Entry, Group, ValueType, Variable};
@@ -444,8 +445,9 @@ impl<'a> Builder<'a> for ViewBuilder<'a> {
 struct Reader<'a, 'l, B> {
     limits: &'l Limits,
     builder: B,
-    /// The open groups but the root, outermost first.
-    open: Vec<OpenGroup<'a>>,
+    /// The open groups but the root, outermost first (inline up to a depth of 8: no
+    /// allocation for the messages of the protocol).
+    open: SmallVec<[OpenGroup<'a>; 8]>,
 }
 
 /// A group being read.
@@ -463,7 +465,7 @@ impl<'a, 'l, B: Builder<'a>> Reader<'a, 'l, B> {
         Reader {
             limits,
             builder,
-            open: Vec::with_capacity(8),
+            open: SmallVec::new(),
         }
     }
 

@@ -20,6 +20,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::error::FieldError;
 use crate::model::{Entry, Group, Value, ValueType, Variable};
@@ -632,6 +633,48 @@ fn wrong_type(name: &str, expected: &str, got: Raw<'_>) -> FieldError {
     )
 }
 
+/// The values of a variable, line after line.
+struct Raws<'v, 'a> {
+    text: &'a str,
+    nodes: &'v [Node],
+    /// The node of the variable's next line (0: none).
+    next_line: u32,
+    /// The next value's node, and the end of the line's values.
+    value: u32,
+    end: u32,
+}
+
+impl Raws<'_, '_> {
+    /// Goes on with the values of the line whose node is at `line`.
+    fn start_line(&mut self, line: u32) {
+        let (count, next) = match self.nodes.get(line as usize) {
+            Some(Node::Var { count, next, .. } | Node::More { count, next }) => (*count, *next),
+            _ => (0, 0),
+        };
+        (self.value, self.end, self.next_line) = (line + 1, line + 1 + count, next);
+    }
+}
+
+impl<'a> Iterator for Raws<'_, 'a> {
+    type Item = Raw<'a>;
+
+    fn next(&mut self) -> Option<Raw<'a>> {
+        loop {
+            if self.value < self.end {
+                let k = self.value;
+                self.value += 1;
+                if let Some(Node::Value(raw)) = self.nodes.get(k as usize) {
+                    return Some(raw.raw(self.text));
+                }
+            } else if self.next_line != 0 {
+                self.start_line(self.next_line);
+            } else {
+                return None;
+            }
+        }
+    }
+}
+
 /// A variable of a [`DocumentView`]: its name and values.
 #[derive(Debug, Clone, Copy)]
 pub struct VariableView<'v, 'a> {
@@ -651,25 +694,16 @@ impl<'v, 'a: 'v> VariableView<'v, 'a> {
     }
 
     /// The values of all its lines, in order, checked by the parser.
-    fn raws(&self) -> impl Iterator<Item = Raw<'a>> + 'v {
-        let (text, nodes) = (self.text, self.nodes);
-        let lines = std::iter::successors(Some(self.at), move |&k| match nodes.get(k as usize) {
-            Some(Node::Var { next, .. } | Node::More { next, .. }) if *next != 0 => Some(*next),
-            _ => None,
-        });
-        lines.flat_map(move |k| {
-            let count = match nodes.get(k as usize) {
-                Some(Node::Var { count, .. } | Node::More { count, .. }) => *count,
-                _ => 0,
-            };
-            let values = nodes
-                .get(k as usize + 1..(k + 1 + count) as usize)
-                .unwrap_or_default();
-            values.iter().filter_map(move |n| match n {
-                Node::Value(raw) => Some(raw.raw(text)),
-                _ => None,
-            })
-        })
+    fn raws(&self) -> Raws<'v, 'a> {
+        let mut raws = Raws {
+            text: self.text,
+            nodes: self.nodes,
+            next_line: 0,
+            value: 0,
+            end: 0,
+        };
+        raws.start_line(self.at);
+        raws
     }
 
     fn first_raw(&self) -> Raw<'a> {
@@ -765,7 +799,7 @@ pub(crate) struct ViewBuilder<'a> {
     nodes: Vec<Node>,
     /// The open groups, the root first: the index of each one's node, and a filter of its
     /// variables' names (as in the document model's builder: bit `name_bit` of each is set).
-    open: Vec<(u32, u64)>,
+    open: SmallVec<[(u32, u64); 8]>,
     /// The index of the node of the variable line being read.
     line: u32,
 }
@@ -793,7 +827,7 @@ impl<'a> ViewBuilder<'a> {
         ViewBuilder {
             text,
             nodes,
-            open: vec![(0, 0)],
+            open: smallvec::smallvec![(0, 0)],
             line: 0,
         }
     }
