@@ -224,7 +224,8 @@ fn parse_id<G: FieldSource>(g: &G, name: &str) -> std::result::Result<u32, Field
 ///
 /// The same as [`Envelope::decode`] followed by `M::decode(&env.cmd, &env.data)`, with the
 /// same results and errors, but without the document model in between: the body is read into
-/// a [`GroupView`] that borrows from it, and the message takes what it keeps from there.
+/// a [`DocumentView`](crate::view::DocumentView) that borrows from it, and the message takes
+/// what it keeps from there.
 ///
 /// ```
 /// use chipcard_ipc::message::{FromClient, TakeCard};
@@ -253,12 +254,25 @@ impl<M: MessageSet> Received<M> {
 
     /// Reads a frame body with the given limits.
     pub fn decode_with(body: &[u8], limits: &Limits) -> Result<Self> {
+        let received = Received::decode_keeping_ids(body, limits)?;
+        Ok(Received {
+            id: received.id,
+            refid: received.refid,
+            message: received.message?,
+        })
+    }
+
+    /// Like [`Received::decode_with`], but a message that does not decode (an unknown
+    /// command, a bad field) is an `Err` inside the `Received`, which keeps the ids: so that
+    /// the error can be answered with the request's id. The outer `Err` is for a body that is
+    /// not a document, or not an envelope.
+    pub fn decode_keeping_ids(body: &[u8], limits: &Limits) -> Result<Received<Result<M>>> {
         let doc = crate::parse::parse_view_bytes(body, limits)?;
         let root = doc.root();
         Head::read(&root, |Head { id, refid }, cmd| {
             // As `Envelope::from_document`: the first `data` group, or none (an empty one).
             let data = root.group("data").unwrap_or(GroupView::empty());
-            let message = M::decode_data(cmd, &data)?;
+            let message = M::decode_data(cmd, &data);
             Ok(Received { id, refid, message })
         })
     }
@@ -339,6 +353,29 @@ mod tests {
         };
         let back = Envelope::from_document(env.to_document()).expect("valid envelope");
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn received_keeps_the_ids_of_a_message_that_does_not_decode() {
+        use crate::message::FromClient;
+        let env = Envelope {
+            id: 7,
+            refid: Some(3),
+            cmd: "TakeCard".into(),
+            data: Group::new("data").with_char("CardId", "card"),
+        };
+        let got = Received::<FromClient>::decode_keeping_ids(&env.encode(), &Limits::default())
+            .expect("an envelope");
+        assert_eq!((got.id, got.refid), (7, Some(3)));
+        let e = got.message.expect_err("a bad id");
+        assert_eq!(e.to_string(), "data/CardId: not an id: 'card'");
+        assert_eq!(
+            Received::<FromClient>::decode(&env.encode())
+                .expect_err("a bad id")
+                .to_string(),
+            e.to_string()
+        );
+        assert!(Received::<FromClient>::decode_keeping_ids(b"x {", &Limits::default()).is_err());
     }
 
     #[test]
