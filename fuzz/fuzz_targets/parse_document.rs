@@ -2,11 +2,31 @@
 //! compact → parse gives the same document, and so does pretty → parse unless one of
 //! libgwenhywfar's pretty-form quirks applies (a group name holding a line feed is written raw
 //! in the closing comment; a variable with mixed value types is written with the first type).
+//!
+//! And the view reads what the document model reads, errors included; and typed messages
+//! read through it (`Received`) are what the envelope path reads, errors included.
 #![no_main]
 
-use chipcard_ipc::parse::parse_with;
-use chipcard_ipc::{parse_bytes, write_compact, write_pretty, Group, Limits};
+use chipcard_ipc::message::{FromClient, FromDriver, MessageSet, ToClient, ToDriver};
+use chipcard_ipc::parse::{parse_view_bytes, parse_with};
+use chipcard_ipc::{parse_bytes, write_compact, write_pretty, Envelope, Error, Group, Limits, Received};
 use libfuzzer_sys::fuzz_target;
+
+/// `Received::<M>` of `body` and the envelope path, as text to compare.
+fn typed<M: MessageSet + std::fmt::Debug>(
+    body: &[u8],
+    decode: fn(&str, &Group) -> Result<M, Error>,
+) -> (String, String) {
+    let received = match Received::<M>::decode(body) {
+        Ok(r) => format!("{} {:?} {:?}", r.id, r.refid, r.message),
+        Err(e) => format!("error {e}"),
+    };
+    let envelope = match Envelope::decode(body).and_then(|e| Ok((e.id, e.refid, decode(&e.cmd, &e.data)?))) {
+        Ok((id, refid, m)) => format!("{id} {refid:?} {m:?}"),
+        Err(e) => format!("error {e}"),
+    };
+    (received, envelope)
+}
 
 /// True when the pretty form of `g`'s entries does not read back exactly.
 fn pretty_is_lossy(g: &Group) -> bool {
@@ -27,7 +47,18 @@ const UNLIMITED: Limits = Limits {
 };
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(doc) = parse_bytes(data, &Limits::default()) else {
+    let parsed = parse_bytes(data, &Limits::default());
+    let view = parse_view_bytes(data, &Limits::default()).map(|v| v.to_group());
+    assert_eq!(view, parsed, "view");
+    for (received, envelope) in [
+        typed::<FromClient>(data, |c, d| FromClient::decode(c, d)),
+        typed::<ToClient>(data, |c, d| ToClient::decode(c, d)),
+        typed::<ToDriver>(data, |c, d| ToDriver::decode(c, d)),
+        typed::<FromDriver>(data, |c, d| FromDriver::decode(c, d)),
+    ] {
+        assert_eq!(received, envelope, "typed");
+    }
+    let Ok(doc) = parsed else {
         return;
     };
     let mut compact = Vec::new();

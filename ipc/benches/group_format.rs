@@ -4,11 +4,15 @@
 //! push, and a `ListReadersResponse` with 16 readers, each a whole envelope; and the three in
 //! a row ("mix").
 //!
-//! - group format: `parse` (text → document), `write_pretty` and `write_compact`
-//!   (document → text); also `parse` followed by the typed decode, for reference.
+//! - group format: `Received::decode` (each envelope's frame body → its typed message, through
+//!   the borrowing view), `write_pretty` and `write_compact` (document → text); also `parse`
+//!   (text → document model), for reference.
 //! - serde_json: `from_str` into serde structs mirroring the same content (bin fields as hex
 //!   strings, decoded to bytes, as the group format does) and `to_vec` of those structs; also
 //!   `from_str` into `serde_json::Value`, its document model, for reference.
+//!
+//! The read comparison is typed against typed (`group_format_typed` / `serde_json`), and
+//! document model against document model (`group_format_document` / `serde_json_value`).
 //!
 //! Run: `cargo bench -p chipcard-ipc --bench group_format`. On a busy machine prefer
 //! `--bench group_format_min`. Figures: docs/performance.md.
@@ -19,9 +23,8 @@ mod content;
 
 use std::hint::black_box;
 
-use chipcard_ipc::message::{FromClient, ToClient};
-use chipcard_ipc::{parse, write_compact, write_pretty, Envelope};
-use content::{cases, command_card, compact_text, list_readers};
+use chipcard_ipc::{parse, write_compact, write_pretty};
+use content::cases;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn bench_read(c: &mut Criterion) {
@@ -32,7 +35,12 @@ fn bench_read(c: &mut Criterion) {
         assert_eq!(parsed.entries.len(), 2 * case.docs.len());
         g.throughput(Throughput::Elements(1));
         g.bench_with_input(
-            BenchmarkId::new("group_format", case.name),
+            BenchmarkId::new("group_format_typed", case.name),
+            &case.bodies,
+            |b, bodies| b.iter(|| (case.typed_read)(black_box(bodies))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("group_format_document", case.name),
             &case.compact,
             |b, text| b.iter(|| parse(black_box(text)).expect("parses")),
         );
@@ -50,23 +58,6 @@ fn bench_read(c: &mut Criterion) {
             },
         );
     }
-    // For reference: parse and decode into the typed message.
-    let text = compact_text(&[list_readers().to_document()]);
-    g.bench_function("group_format_typed/list_readers_16", |b| {
-        b.iter(|| {
-            let doc = parse(black_box(&text)).expect("parses");
-            let env = Envelope::from_document(doc).expect("envelope");
-            black_box(ToClient::decode(&env.cmd, &env.data).expect("typed"))
-        })
-    });
-    let text = compact_text(&[command_card().to_document()]);
-    g.bench_function("group_format_typed/command_card", |b| {
-        b.iter(|| {
-            let doc = parse(black_box(&text)).expect("parses");
-            let env = Envelope::from_document(doc).expect("envelope");
-            black_box(FromClient::decode(&env.cmd, &env.data).expect("typed"))
-        })
-    });
     g.finish();
 }
 

@@ -1,5 +1,11 @@
 //! The same comparison as `group_format.rs`, measured as the minimum over many batches.
 //!
+//! Read: "gf typed" reads each envelope's frame body into its typed message
+//! (`Received<FromClient>` / `Received<ToClient>`), the counterpart of serde_json reading into
+//! serde structs ("json"); the read ratio is theirs. For reference: "gf parse" reads the same
+//! text into the document model (`Group`), the counterpart of "json Val" (`serde_json::Value`),
+//! and "doc" is the ratio json / gf parse.
+//!
 //! Each operation runs in batches of at least 2 ms; the figure is the fastest batch's time
 //! per operation, over 200 batches. Other processes can only make a batch slower, so on a
 //! shared machine the minimum is a steadier figure than criterion's mean. Prints a table
@@ -44,13 +50,15 @@ fn main() {
     // `cargo bench` passes `--bench`; a further argument filters the cases by name.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     println!(
-        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>6} | {:>9} {:>9} {:>9} {:>7} {:>6}",
+        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} | {:>9} {:>9} {:>9} {:>7} {:>6}",
         "ns per op",
+        "gf typed",
         "gf parse",
         "clone",
         "json",
         "json Val",
         "ratio",
+        "doc",
         "gf cmpct",
         "gf prty",
         "json",
@@ -61,6 +69,7 @@ fn main() {
         if filter.as_deref().is_some_and(|f| !case.name.contains(f)) {
             continue;
         }
+        let typed = min_ns(|| (case.typed_read)(black_box(&case.bodies)));
         let text = &case.compact;
         let parsed = min_ns(|| {
             black_box(parse(black_box(text)).expect("parses"));
@@ -94,10 +103,10 @@ fn main() {
             black_box((case.json_write)());
         });
         println!(
-            "{:<16} {parsed:>9.0} {clone:>9.0} {json_read:>9.0} {json_value:>9.0} {:>6.2} | \
-             {compact:>9.0} \
-             {pretty:>9.0} {json_write:>9.0} {:>7.2} {:>6.2}",
+            "{:<16} {typed:>9.0} {parsed:>9.0} {clone:>9.0} {json_read:>9.0} {json_value:>9.0} \
+             {:>6.2} {:>6.2} | {compact:>9.0} {pretty:>9.0} {json_write:>9.0} {:>7.2} {:>6.2}",
             case.name,
+            json_read / typed,
             json_read / parsed,
             json_write / compact,
             json_write / pretty

@@ -6,8 +6,11 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::error::{Error, FieldError, Result};
-use crate::message::Outgoing;
+use crate::field::FieldSource;
+use crate::message::{MessageSet, Outgoing};
 use crate::model::Group;
+use crate::parse::Limits;
+use crate::view::GroupView;
 
 /// The error codes of PROTOCOL §3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,23 +136,7 @@ impl Envelope {
 
     /// Reads an envelope from a parsed document.
     pub fn from_document(mut doc: Group) -> Result<Envelope> {
-        let ipc = doc
-            .group("ipc")
-            .ok_or_else(|| Error::Envelope("no ipc group".into()))?;
-        let id = parse_id(ipc, "id").map_err(|e| Error::Envelope(e.within("ipc").to_string()))?;
-        let refid = match ipc.var("refid") {
-            None => None,
-            Some(_) => Some(
-                parse_id(ipc, "refid").map_err(|e| Error::Envelope(e.within("ipc").to_string()))?,
-            ),
-        };
-        let cmd = ipc
-            .get_char("cmd")
-            .map_err(|e| Error::Envelope(e.within("ipc").to_string()))?
-            .to_owned();
-        if cmd.is_empty() {
-            return Err(Error::Envelope("ipc/cmd: empty".into()));
-        }
+        let (Head { id, refid }, cmd) = Head::read(&doc, |head, cmd| Ok((head, cmd.to_owned())))?;
         let data_pos = doc.entries.iter().position(
             |e| matches!(e, crate::model::Entry::Group(g) if g.name.eq_ignore_ascii_case("data")),
         );
@@ -173,17 +160,122 @@ impl Envelope {
 
     /// The compact group-format body of this message, ready to frame.
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(64 + self.data.entries.len() * 32);
-        crate::write::write_compact(&self.to_document(), &mut out);
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
         Bytes::from(out)
+    }
+
+    /// Appends the compact group-format body of this message to `out`: byte for byte
+    /// `write_compact(&self.to_document())`, written from the envelope as it is, without
+    /// building (and cloning the data into) a document first.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(48 + self.cmd.len() + crate::write::estimate_compact(&self.data));
+        out.extend_from_slice(b"ipc {\nchar id=\"");
+        crate::write::write_u32(self.id, out);
+        if let Some(refid) = self.refid {
+            out.extend_from_slice(b"\"\nchar refid=\"");
+            crate::write::write_u32(refid, out);
+        }
+        out.extend_from_slice(b"\"\nchar cmd=\"");
+        crate::write::write_char_value(&self.cmd, out);
+        out.extend_from_slice(b"\"\n}\ndata {\n");
+        crate::write::write_compact_entries(&self.data, out);
+        out.extend_from_slice(b"}\n");
     }
 }
 
-fn parse_id(g: &Group, name: &str) -> std::result::Result<u32, FieldError> {
+/// The `ipc {}` group of a document: the fields every message has.
+struct Head {
+    id: u32,
+    refid: Option<u32>,
+}
+
+impl Head {
+    /// Reads the `ipc {}` group of `doc` (a [`Group`] or a [`GroupView`]), and gives it and
+    /// the command name to `then`.
+    fn read<G: FieldSource, R>(doc: &G, then: impl FnOnce(Head, &str) -> Result<R>) -> Result<R> {
+        let ipc = doc
+            .group("ipc")
+            .ok_or_else(|| Error::Envelope("no ipc group".into()))?;
+        let in_ipc = |e: FieldError| Error::Envelope(e.within("ipc").to_string());
+        let id = parse_id(&ipc, "id").map_err(in_ipc)?;
+        let refid = match ipc.has_var("refid") {
+            false => None,
+            true => Some(parse_id(&ipc, "refid").map_err(in_ipc)?),
+        };
+        let cmd = ipc.get_char("cmd").map_err(in_ipc)?;
+        if cmd.is_empty() {
+            return Err(Error::Envelope("ipc/cmd: empty".into()));
+        }
+        then(Head { id, refid }, &cmd)
+    }
+}
+
+fn parse_id<G: FieldSource>(g: &G, name: &str) -> std::result::Result<u32, FieldError> {
     let text = g.get_char(name)?;
     text.trim()
         .parse::<u32>()
         .map_err(|_| FieldError::invalid(name, format!("not a decimal id: '{text}'")))
+}
+
+/// A message read from its frame body straight into its typed form: the envelope's ids and
+/// the message of the set `M` ([`FromClient`](crate::message::FromClient),
+/// [`ToClient`](crate::message::ToClient), ...).
+///
+/// The same as [`Envelope::decode`] followed by `M::decode(&env.cmd, &env.data)`, with the
+/// same results and errors, but without the document model in between: the body is read into
+/// a [`DocumentView`](crate::view::DocumentView) that borrows from it, and the message takes
+/// what it keeps from there.
+///
+/// ```
+/// use chipcard_ipc::message::{FromClient, TakeCard};
+/// use chipcard_ipc::{CardId, Envelope, Received};
+/// let body = Envelope::new(5, None, &TakeCard { card_id: CardId(42), timeout: None }).encode();
+/// let got = Received::<FromClient>::decode(&body)?;
+/// assert_eq!((got.id, got.refid), (5, None));
+/// assert!(matches!(got.message, FromClient::TakeCard(TakeCard { card_id: CardId(42), .. })));
+/// # Ok::<(), chipcard_ipc::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received<M> {
+    /// The sender's id for this message.
+    pub id: u32,
+    /// For a response: the id of the request it answers.
+    pub refid: Option<u32>,
+    /// The message.
+    pub message: M,
+}
+
+impl<M: MessageSet> Received<M> {
+    /// Reads a frame body with the default limits.
+    pub fn decode(body: &[u8]) -> Result<Self> {
+        Received::decode_with(body, &Limits::default())
+    }
+
+    /// Reads a frame body with the given limits.
+    pub fn decode_with(body: &[u8], limits: &Limits) -> Result<Self> {
+        let received = Received::decode_keeping_ids(body, limits)?;
+        Ok(Received {
+            id: received.id,
+            refid: received.refid,
+            message: received.message?,
+        })
+    }
+
+    /// Like [`Received::decode_with`], but a message that does not decode (an unknown
+    /// command, a bad field) is an `Err` inside the `Received`, which keeps the ids: so that
+    /// the error can be answered with the request's id. The outer `Err` is for a body that is
+    /// not a document, or not an envelope.
+    pub fn decode_keeping_ids(body: &[u8], limits: &Limits) -> Result<Received<Result<M>>> {
+        let doc = crate::parse::parse_view_bytes(body, limits)?;
+        let root = doc.root();
+        Head::read(&root, |Head { id, refid }, cmd| {
+            // As `Envelope::from_document`: the first `data` group, or none (an empty one).
+            let data = root.group("data").unwrap_or(GroupView::empty());
+            let message = M::decode_data(cmd, &data);
+            Ok(Received { id, refid, message })
+        })
+    }
 }
 
 /// Hands out the ids of the messages one side sends on a connection: 1, 2, 3, ...
@@ -261,6 +353,29 @@ mod tests {
         };
         let back = Envelope::from_document(env.to_document()).expect("valid envelope");
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn received_keeps_the_ids_of_a_message_that_does_not_decode() {
+        use crate::message::FromClient;
+        let env = Envelope {
+            id: 7,
+            refid: Some(3),
+            cmd: "TakeCard".into(),
+            data: Group::new("data").with_char("CardId", "card"),
+        };
+        let got = Received::<FromClient>::decode_keeping_ids(&env.encode(), &Limits::default())
+            .expect("an envelope");
+        assert_eq!((got.id, got.refid), (7, Some(3)));
+        let e = got.message.expect_err("a bad id");
+        assert_eq!(e.to_string(), "data/CardId: not an id: 'card'");
+        assert_eq!(
+            Received::<FromClient>::decode(&env.encode())
+                .expect_err("a bad id")
+                .to_string(),
+            e.to_string()
+        );
+        assert!(Received::<FromClient>::decode_keeping_ids(b"x {", &Limits::default()).is_err());
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! Each field type knows how to write itself into a group under a name and read itself back,
 //! with errors that name the field. Multi-value variables are `Vec<String>`; repeated groups
 //! are `Vec<R>` of a [`Record`]; absent fields are `Option<T>`.
+//!
+//! Fields are read from any [`FieldSource`]: the document model [`Group`], or the
+//! [`GroupView`](crate::view::GroupView) that borrows from the text, which the typed messages
+//! are read from on the hot path.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 
@@ -10,15 +16,140 @@ use crate::error::FieldError;
 use crate::ids::{CardId, ClientId, ContextId, DriverId, ReaderId, ServiceId};
 use crate::model::{Group, Value};
 
+/// A group that typed fields can be read from: [`Group`] or
+/// [`GroupView`](crate::view::GroupView). Both give the same results and the same errors.
+pub trait FieldSource {
+    /// Its nested groups, as [`FieldSource::group`] gives them (`&Group` for a [`Group`]).
+    type Group<'s>: FieldSource
+    where
+        Self: 's;
+
+    /// Whether it has a variable `name` (any case).
+    fn has_var(&self, name: &str) -> bool;
+    /// The first value of `name` as text (see [`Group::get_char`]); a view decodes `%XX`
+    /// escapes here.
+    fn get_char(&self, name: &str) -> Result<Cow<'_, str>, FieldError>;
+    /// All values of `name` as text, owned (an absent variable is an empty list).
+    fn get_strings(&self, name: &str) -> Result<Vec<String>, FieldError>;
+    /// The first value of `name` as an int (see [`Group::get_int`]).
+    fn get_int(&self, name: &str) -> Result<i32, FieldError>;
+    /// The first value of `name` as bytes (see [`Group::get_bin`]).
+    fn get_bytes(&self, name: &str) -> Result<Bytes, FieldError>;
+    /// The first group called `name` (any case).
+    fn group<'s>(&'s self, name: &str) -> Option<Self::Group<'s>>;
+    /// Every group called `name` (any case), in order.
+    fn groups<'s>(&'s self, name: &'s str) -> impl Iterator<Item = Self::Group<'s>> + 's;
+    /// The group in the document model, name included.
+    fn to_group(&self) -> Group;
+
+    /// Like [`FieldSource::get_char`], but `None` when the variable is absent.
+    fn opt_char(&self, name: &str) -> Result<Option<Cow<'_, str>>, FieldError> {
+        if self.has_var(name) {
+            self.get_char(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Like [`FieldSource::get_int`], but `None` when the variable is absent.
+    fn opt_int(&self, name: &str) -> Result<Option<i32>, FieldError> {
+        if self.has_var(name) {
+            self.get_int(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The group `name`, or a "missing" error.
+    fn get_group(&self, name: &str) -> Result<Self::Group<'_>, FieldError> {
+        self.group(name).ok_or_else(|| FieldError::missing(name))
+    }
+}
+
+impl FieldSource for Group {
+    type Group<'s> = &'s Group;
+
+    fn has_var(&self, name: &str) -> bool {
+        self.var(name).is_some()
+    }
+    fn get_char(&self, name: &str) -> Result<Cow<'_, str>, FieldError> {
+        Group::get_char(self, name).map(Cow::Borrowed)
+    }
+    fn get_strings(&self, name: &str) -> Result<Vec<String>, FieldError> {
+        match self.var(name) {
+            None => Ok(Vec::new()),
+            Some(v) => v
+                .values
+                .iter()
+                .map(|val| match val {
+                    Value::Char(s) => Ok(s.clone()),
+                    other => Err(FieldError::wrong_type(name, "char", other)),
+                })
+                .collect(),
+        }
+    }
+    fn get_int(&self, name: &str) -> Result<i32, FieldError> {
+        Group::get_int(self, name)
+    }
+    fn get_bytes(&self, name: &str) -> Result<Bytes, FieldError> {
+        Ok(match self.get_bin(name)? {
+            Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+            Cow::Owned(v) => Bytes::from(v),
+        })
+    }
+    fn group<'s>(&'s self, name: &str) -> Option<&'s Group> {
+        Group::group(self, name)
+    }
+    fn groups<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s Group> + 's {
+        Group::groups(self, name)
+    }
+    fn to_group(&self) -> Group {
+        self.clone()
+    }
+}
+
+/// So that a `&Group` held in a variable can be passed as it is.
+impl<T: FieldSource> FieldSource for &T {
+    type Group<'s>
+        = T::Group<'s>
+    where
+        Self: 's;
+
+    fn has_var(&self, name: &str) -> bool {
+        (**self).has_var(name)
+    }
+    fn get_char(&self, name: &str) -> Result<Cow<'_, str>, FieldError> {
+        (**self).get_char(name)
+    }
+    fn get_strings(&self, name: &str) -> Result<Vec<String>, FieldError> {
+        (**self).get_strings(name)
+    }
+    fn get_int(&self, name: &str) -> Result<i32, FieldError> {
+        (**self).get_int(name)
+    }
+    fn get_bytes(&self, name: &str) -> Result<Bytes, FieldError> {
+        (**self).get_bytes(name)
+    }
+    fn group<'s>(&'s self, name: &str) -> Option<T::Group<'s>> {
+        (**self).group(name)
+    }
+    fn groups<'s>(&'s self, name: &'s str) -> impl Iterator<Item = T::Group<'s>> + 's {
+        (**self).groups(name)
+    }
+    fn to_group(&self) -> Group {
+        (**self).to_group()
+    }
+}
+
 /// A type that maps to one named field of a group.
 pub trait FieldValue: Sized {
     /// Writes the field into `group` as `name`.
     fn write_field(&self, group: &mut Group, name: &str);
     /// Reads the field `name` from `group`.
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError>;
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError>;
     /// Whether the field is present in `group` (absent optional fields read as `None`).
-    fn is_present(group: &Group, name: &str) -> bool {
-        group.var(name).is_some()
+    fn is_present<G: FieldSource>(group: &G, name: &str) -> bool {
+        group.has_var(name)
     }
 }
 
@@ -27,7 +158,7 @@ pub trait Record: Sized {
     /// Writes the fields into `group`.
     fn write_record(&self, group: &mut Group);
     /// Reads the fields from `group`.
-    fn read_record(group: &Group) -> Result<Self, FieldError>;
+    fn read_record<G: FieldSource>(group: &G) -> Result<Self, FieldError>;
 }
 
 /// A type that can stand in a list field (`Vec<T>`): values of one variable, or groups.
@@ -35,15 +166,15 @@ pub trait ListItem: Sized {
     /// Writes every item of `items` as `name`.
     fn write_all(items: &[Self], group: &mut Group, name: &str);
     /// Reads every item called `name`.
-    fn read_all(group: &Group, name: &str) -> Result<Vec<Self>, FieldError>;
+    fn read_all<G: FieldSource>(group: &G, name: &str) -> Result<Vec<Self>, FieldError>;
 }
 
 impl FieldValue for String {
     fn write_field(&self, group: &mut Group, name: &str) {
         group.set_char(name, self.clone());
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
-        group.get_char(name).map(str::to_owned)
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
+        group.get_char(name).map(Cow::into_owned)
     }
 }
 
@@ -51,7 +182,7 @@ impl FieldValue for i32 {
     fn write_field(&self, group: &mut Group, name: &str) {
         group.set_int(name, *self);
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         group.get_int(name)
     }
 }
@@ -61,12 +192,15 @@ impl FieldValue for bool {
     fn write_field(&self, group: &mut Group, name: &str) {
         group.set_char(name, if *self { "yes" } else { "no" });
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         let text = group.get_char(name)?;
-        match text.to_ascii_lowercase().as_str() {
-            "yes" | "true" | "1" => Ok(true),
-            "no" | "false" | "0" => Ok(false),
-            _ => Err(FieldError::invalid(name, format!("not yes/no: '{text}'"))),
+        let is = |words: [&str; 3]| words.iter().any(|w| text.eq_ignore_ascii_case(w));
+        if is(["yes", "true", "1"]) {
+            Ok(true)
+        } else if is(["no", "false", "0"]) {
+            Ok(false)
+        } else {
+            Err(FieldError::invalid(name, format!("not yes/no: '{text}'")))
         }
     }
 }
@@ -76,8 +210,8 @@ impl FieldValue for Bytes {
     fn write_field(&self, group: &mut Group, name: &str) {
         group.set_bin(name, self.to_vec());
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
-        group.get_bin(name).map(|b| Bytes::copy_from_slice(&b))
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
+        group.get_bytes(name)
     }
 }
 
@@ -88,10 +222,10 @@ impl FieldValue for Group {
         g.name = name.to_owned();
         group.add_group(g);
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
-        group.get_group(name).cloned()
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
+        group.get_group(name).map(|g| g.to_group())
     }
-    fn is_present(group: &Group, name: &str) -> bool {
+    fn is_present<G: FieldSource>(group: &G, name: &str) -> bool {
         group.group(name).is_some()
     }
 }
@@ -102,7 +236,7 @@ impl<T: FieldValue> FieldValue for Option<T> {
             v.write_field(group, name);
         }
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         if T::is_present(group, name) {
             T::read_field(group, name).map(Some)
         } else {
@@ -115,7 +249,7 @@ impl<T: ListItem> FieldValue for Vec<T> {
     fn write_field(&self, group: &mut Group, name: &str) {
         T::write_all(self, group, name);
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         T::read_all(group, name)
     }
 }
@@ -124,10 +258,8 @@ impl ListItem for String {
     fn write_all(items: &[Self], group: &mut Group, name: &str) {
         group.set_values(name, items.iter().map(|s| Value::Char(s.clone())).collect());
     }
-    fn read_all(group: &Group, name: &str) -> Result<Vec<Self>, FieldError> {
-        group
-            .get_chars(name)
-            .map(|v| v.into_iter().map(str::to_owned).collect())
+    fn read_all<G: FieldSource>(group: &G, name: &str) -> Result<Vec<Self>, FieldError> {
+        group.get_strings(name)
     }
 }
 
@@ -139,12 +271,13 @@ impl<R: Record> ListItem for R {
             group.add_group(g);
         }
     }
-    fn read_all(group: &Group, name: &str) -> Result<Vec<Self>, FieldError> {
-        group
-            .groups(name)
-            .enumerate()
-            .map(|(i, g)| R::read_record(g).map_err(|e| e.within(&format!("{name}[{i}]"))))
-            .collect()
+    fn read_all<G: FieldSource>(group: &G, name: &str) -> Result<Vec<Self>, FieldError> {
+        // Counted first, so that the vector is allocated once.
+        let mut out = Vec::with_capacity(group.groups(name).count());
+        for (i, g) in group.groups(name).enumerate() {
+            out.push(R::read_record(&g).map_err(|e| e.within(&format!("{name}[{i}]")))?);
+        }
+        Ok(out)
     }
 }
 
@@ -154,9 +287,12 @@ macro_rules! id_field {
             fn write_field(&self, group: &mut Group, name: &str) {
                 group.set_char(name, self.to_string());
             }
-            fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
+            fn read_field<G: FieldSource>(
+                group: &G,
+                name: &str,
+            ) -> Result<Self, FieldError> {
                 let text = group.get_char(name)?;
-                crate::ids::parse_object_id(text)
+                crate::ids::parse_object_id(&text)
                     .map(Self)
                     .ok_or_else(|| FieldError::invalid(name, format!("not an id: '{text}'")))
             }

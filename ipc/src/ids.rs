@@ -10,6 +10,10 @@ use crate::error::FieldError;
 
 /// Parses `0x0000002a`, `0X2A` or `2a` (hex, with or without the prefix).
 pub fn parse_object_id(s: &str) -> Option<u32> {
+    // What the server writes, `0x` and eight hex digits, directly; anything else as below.
+    if let Some(id) = canonical_id(s.as_bytes()) {
+        return Some(id);
+    }
     let s = s.trim();
     let digits = s
         .strip_prefix("0x")
@@ -19,6 +23,18 @@ pub fn parse_object_id(s: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(digits, 16).ok()
+}
+
+/// `0x` and exactly eight hex digits (either case), as `0x%08x` writes them.
+fn canonical_id(b: &[u8]) -> Option<u32> {
+    let digits = b.strip_prefix(b"0x")?;
+    if digits.len() != 8 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |id, &c| {
+        let digit = crate::view::hex_value(c);
+        (digit < 16).then_some((id << 4) | u32::from(digit))
+    })
 }
 
 macro_rules! object_id {

@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: the group-format document ([`Group`], [`Variable`], [`Value`]).
 //! - [`parse`] and [`write`]: the group-format parser and its two writers (pretty, compact).
+//! - [`view`]: a parsed document borrowing from its text, which typed messages are read from.
 //! - [`codec`]: the HTTP-like frames of PROTOCOL §2 as a tokio-util codec.
 //! - [`envelope`]: the `ipc {}` / `data {}` envelope, error codes and id rules.
 //! - [`message`]: typed messages and the sets each side receives.
@@ -20,15 +21,17 @@ pub mod message;
 pub mod model;
 pub mod parse;
 pub mod paths;
+pub mod view;
 pub mod write;
 
 pub use codec::{EnvelopeCodec, FrameCodec};
-pub use envelope::{Envelope, ErrorCode, IdCounter, IdOrder};
+pub use envelope::{Envelope, ErrorCode, IdCounter, IdOrder, Received};
 pub use error::{Error, FieldError, FrameError, ParseError, Result};
 pub use ids::{CardId, ClientId, ContextId, DriverId, ReaderId, ServiceId};
 pub use message::{Message, Outcome, Outgoing};
 pub use model::{Entry, Group, Value, ValueType, Variable};
-pub use parse::{parse, parse_bytes, Limits};
+pub use parse::{parse, parse_bytes, parse_view, Limits};
+pub use view::GroupView;
 pub use write::{write_compact, write_pretty};
 
 /// The protocol version this crate speaks, sent as `ChipcardVersion`.

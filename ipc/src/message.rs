@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::envelope::ErrorCode;
 use crate::error::{Error, FieldError};
-use crate::field::{FieldValue, Record};
+use crate::field::{FieldSource, FieldValue, Record};
 use crate::ids::{CardId, ClientId, ContextId, DriverId, ReaderId, ServiceId};
 use crate::model::Group;
 
@@ -19,8 +19,8 @@ pub trait Message: Sized {
     const CMD: &'static str;
     /// Writes the fields into `data`.
     fn write_data(&self, data: &mut Group);
-    /// Reads the fields from `data`.
-    fn read_data(data: &Group) -> Result<Self, FieldError>;
+    /// Reads the fields from `data`: a [`Group`] or a [`GroupView`](crate::view::GroupView).
+    fn read_data<G: FieldSource>(data: &G) -> Result<Self, FieldError>;
 }
 
 /// Anything that can be sent: a message or a set holding one.
@@ -98,8 +98,13 @@ impl Outcome {
         }
     }
 
-    fn read(g: &Group, style: OutcomeStyle, code: &str, text: &str) -> Result<Self, FieldError> {
-        let text = g.opt_char(text)?.unwrap_or_default().to_owned();
+    fn read<G: FieldSource>(
+        g: &G,
+        style: OutcomeStyle,
+        code: &str,
+        text: &str,
+    ) -> Result<Self, FieldError> {
+        let text = g.opt_char(text)?.unwrap_or_default().into_owned();
         let explicit = g.opt_int("ErrorCode")?.map(ErrorCode::from_number);
         let error = match style {
             OutcomeStyle::Int => match g.get_int(code)? {
@@ -160,7 +165,7 @@ macro_rules! message {
                 $( FieldValue::write_field(&self.$field, data, $wire); )*
             }
             #[allow(unused_variables)]
-            fn read_data(data: &Group) -> Result<Self, FieldError> {
+            fn read_data<G: FieldSource>(data: &G) -> Result<Self, FieldError> {
                 Ok($name {
                     $( outcome: Outcome::read(data, OutcomeStyle::$style, $code, $text)?, )?
                     $( $field: FieldValue::read_field(data, $wire)?, )*
@@ -186,7 +191,7 @@ macro_rules! record {
             fn write_record(&self, data: &mut Group) {
                 $( FieldValue::write_field(&self.$field, data, $wire); )*
             }
-            fn read_record(data: &Group) -> Result<Self, FieldError> {
+            fn read_record<G: FieldSource>(data: &G) -> Result<Self, FieldError> {
                 Ok($name { $( $field: FieldValue::read_field(data, $wire)?, )* })
             }
         }
@@ -197,10 +202,10 @@ macro_rules! record {
                 self.write_record(&mut g);
                 group.add_group(g);
             }
-            fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
-                Self::read_record(group.get_group(name)?).map_err(|e| e.within(name))
+            fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
+                Self::read_record(&group.get_group(name)?).map_err(|e| e.within(name))
             }
-            fn is_present(group: &Group, name: &str) -> bool {
+            fn is_present<G: FieldSource>(group: &G, name: &str) -> bool {
                 group.group(name).is_some()
             }
         }
@@ -248,8 +253,8 @@ impl FieldValue for CardType {
     fn write_field(&self, group: &mut Group, name: &str) {
         group.set_char(name, self.as_str());
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
-        group.get_char(name).map(CardType::from_word)
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
+        group.get_char(name).map(|word| CardType::from_word(&word))
     }
 }
 
@@ -280,17 +285,14 @@ impl FieldValue for ReaderStatus {
     fn write_field(&self, group: &mut Group, name: &str) {
         group.set_char(name, self.as_str());
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         let word = group.get_char(name)?;
-        match word.to_ascii_lowercase().as_str() {
-            "up" => Ok(ReaderStatus::Up),
-            "down" => Ok(ReaderStatus::Down),
-            "error" => Ok(ReaderStatus::Error),
-            _ => Err(FieldError::invalid(
-                name,
-                format!("expected up, down or error, got '{word}'"),
-            )),
-        }
+        [ReaderStatus::Up, ReaderStatus::Down, ReaderStatus::Error]
+            .into_iter()
+            .find(|s| word.eq_ignore_ascii_case(s.as_str()))
+            .ok_or_else(|| {
+                FieldError::invalid(name, format!("expected up, down or error, got '{word}'"))
+            })
     }
 }
 
@@ -704,10 +706,10 @@ impl FieldValue for ReaderList {
         FieldValue::write_field(&self.0, &mut readers, "Reader");
         group.add_group(readers);
     }
-    fn read_field(group: &Group, name: &str) -> Result<Self, FieldError> {
+    fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         match group.group(name) {
             None => Ok(ReaderList::default()),
-            Some(g) => Vec::<DriverReader>::read_field(g, "Reader")
+            Some(g) => Vec::<DriverReader>::read_field(&g, "Reader")
                 .map(ReaderList)
                 .map_err(|e| e.within(name)),
         }
@@ -965,6 +967,13 @@ message! {
 // ---------------------------------------------------------------------------------------
 // Message sets
 
+/// A set of messages one side receives ([`FromClient`], [`ToClient`], ...), decoded by command
+/// name; what [`Received`](crate::envelope::Received) reads.
+pub trait MessageSet: Sized {
+    /// Decodes the message `cmd` from its `data {}` group; see [`FromClient::decode`].
+    fn decode_data<G: FieldSource>(cmd: &str, data: &G) -> Result<Self, Error>;
+}
+
 /// Defines an enum over message types with decoding by command name.
 macro_rules! message_set {
     ($(#[$doc:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
@@ -976,9 +985,10 @@ macro_rules! message_set {
         }
 
         impl $name {
-            /// Decodes the message `cmd` from its `data {}` group.
+            /// Decodes the message `cmd` from its `data {}` group (a [`Group`] or a
+            /// [`GroupView`](crate::view::GroupView)).
             /// An unknown command is [`Error::UnknownCommand`]; a bad field is [`Error::Field`].
-            pub fn decode(cmd: &str, data: &Group) -> Result<Self, Error> {
+            pub fn decode<G: FieldSource>(cmd: &str, data: &G) -> Result<Self, Error> {
                 $(
                     if cmd.eq_ignore_ascii_case(<$variant as Message>::CMD) {
                         return <$variant as Message>::read_data(data)
@@ -987,6 +997,12 @@ macro_rules! message_set {
                     }
                 )*
                 Err(Error::UnknownCommand(cmd.to_owned()))
+            }
+        }
+
+        impl MessageSet for $name {
+            fn decode_data<G: FieldSource>(cmd: &str, data: &G) -> Result<Self, Error> {
+                $name::decode(cmd, data)
             }
         }
 

@@ -65,6 +65,37 @@ pub fn write_compact(doc: &Group, out: &mut Vec<u8>) {
     write_entries(doc, out, 0, false);
 }
 
+/// Writes `g`'s entries in the compact form: what [`write_compact`] writes inside a group.
+pub(crate) fn write_compact_entries(g: &Group, out: &mut Vec<u8>) {
+    write_entries(g, out, 0, false);
+}
+
+/// [`estimate`] for the compact form.
+pub(crate) fn estimate_compact(g: &Group) -> usize {
+    estimate(g, 0)
+}
+
+/// A char value, escaped, without its quotes.
+pub(crate) fn write_char_value(s: &str, out: &mut Vec<u8>) {
+    escape(s.as_bytes(), b'%', &CHAR_PLAIN, out);
+}
+
+/// A number in decimal.
+pub(crate) fn write_u32(n: u32, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 10];
+    let mut k = buf.len();
+    let mut n = n;
+    loop {
+        k -= 1;
+        buf[k] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[k..]);
+}
+
 /// A close upper estimate of the output size, so that the buffer grows at most once or twice.
 fn estimate(g: &Group, indent: usize) -> usize {
     let mut n = 0;
@@ -186,22 +217,10 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_int(i: i32, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 11];
-    let mut k = buf.len();
-    let mut n = i.unsigned_abs();
-    loop {
-        k -= 1;
-        buf[k] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
     if i < 0 {
-        k -= 1;
-        buf[k] = b'-';
+        out.push(b'-');
     }
-    out.extend_from_slice(&buf[k..]);
+    write_u32(i.unsigned_abs(), out);
 }
 
 fn escape_group_name(name: &str, out: &mut Vec<u8>) {

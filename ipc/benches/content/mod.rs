@@ -4,15 +4,21 @@
 //! each a whole envelope built with the typed messages and `Envelope::to_document()`, and the
 //! three in a row ("mix"); and the same content as serde structs for serde_json (bin fields as
 //! hex strings, decoded to bytes, as the group format does).
+//!
+//! Reading: the group format reads each envelope's frame body into its typed message
+//! (`Received<FromClient>` / `Received<ToClient>`), serde_json reads the JSON text into the
+//! serde structs: typed on both sides. The typed messages check and convert more than the
+//! serde structs do (ids to numbers, card types and reader status to enums, `Taken` to a bool).
 #![allow(dead_code)]
 
 use std::hint::black_box;
 
 use bytes::Bytes;
 use chipcard_ipc::message::{
-    CardAvailable, CardInfo, CardType, CommandCard, ListReadersResponse, ReaderInfo, ReaderStatus,
+    CardAvailable, CardInfo, CardType, CommandCard, FromClient, ListReadersResponse, MessageSet,
+    ReaderInfo, ReaderStatus, ToClient,
 };
-use chipcard_ipc::{write_compact, CardId, DriverId, Envelope, Group, ReaderId};
+use chipcard_ipc::{write_compact, CardId, DriverId, Envelope, Group, ReaderId, Received};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 // ----- the content, as typed messages -----
@@ -264,11 +270,20 @@ fn j_list_readers() -> JEnvelope<JListReaders> {
 
 // ----- the cases -----
 
+/// Reads frame bodies into typed messages.
+pub type TypedRead = dyn Fn(&[Vec<u8>]);
+
 /// One case: the document, its texts, and the serde side.
 pub struct Case {
     pub name: &'static str,
     pub docs: Vec<Group>,
+    /// All envelopes as one text (a document of one `ipc {}` and `data {}` after another).
     pub compact: String,
+    /// Each envelope's frame body (its compact text).
+    pub bodies: Vec<Vec<u8>>,
+    /// Reads the bodies into typed messages (`Received<FromClient>` or `Received<ToClient>`):
+    /// the counterpart of `json_read`.
+    pub typed_read: Box<TypedRead>,
     pub json: String,
     pub json_write: Box<dyn Fn() -> Vec<u8>>,
     pub json_read: Box<dyn Fn(&str)>,
@@ -282,12 +297,28 @@ pub fn compact_text(docs: &[Group]) -> String {
     String::from_utf8(out).expect("UTF-8")
 }
 
-fn case<T>(name: &'static str, envelopes: Vec<Envelope>, json: Vec<JEnvelope<T>>) -> Case
+/// Reads one body as a message of the set `M`.
+fn typed<M: MessageSet>(body: &[u8]) -> Received<M> {
+    Received::<M>::decode(body).expect("typed message")
+}
+
+fn case<T, M>(name: &'static str, envelopes: Vec<Envelope>, json: Vec<JEnvelope<T>>) -> Case
 where
     T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug + 'static,
+    M: MessageSet + PartialEq + std::fmt::Debug + 'static,
 {
     let docs: Vec<Group> = envelopes.iter().map(Envelope::to_document).collect();
     let compact = compact_text(&docs);
+    let bodies: Vec<Vec<u8>> = envelopes.iter().map(|e| e.encode().to_vec()).collect();
+    // Check what is read before timing it: the messages the envelopes were built from.
+    for (e, body) in envelopes.iter().zip(&bodies) {
+        let got = typed::<M>(body);
+        assert_eq!((got.id, got.refid), (e.id, e.refid));
+        assert_eq!(
+            Ok(got.message),
+            M::decode_data(&e.cmd, &e.data).map_err(|e| e.to_string())
+        );
+    }
     let json_text = serde_json::to_string(&json).expect("serialize");
     let back: Vec<JEnvelope<T>> = serde_json::from_str(&json_text).expect("deserialize");
     assert_eq!(back, json);
@@ -295,6 +326,12 @@ where
         name,
         docs,
         compact,
+        bodies,
+        typed_read: Box::new(|bodies| {
+            for body in bodies {
+                black_box(typed::<M>(body));
+            }
+        }),
         json: json_text,
         json_write: Box::new(move || serde_json::to_vec(&json).expect("serialize")),
         json_read: Box::new(|text| {
@@ -313,18 +350,22 @@ fn mix_case() -> Case {
         JEnvelope<JCardAvailable>,
         JEnvelope<JListReaders>,
     );
-    let docs = vec![
-        command_card().to_document(),
-        card_available().to_document(),
-        list_readers().to_document(),
-    ];
+    let envelopes = [command_card(), card_available(), list_readers()];
+    let docs: Vec<Group> = envelopes.iter().map(Envelope::to_document).collect();
     let compact = compact_text(&docs);
+    let bodies = envelopes.iter().map(|e| e.encode().to_vec()).collect();
     let json = Mix(j_command_card(), j_card_available(), j_list_readers());
     let json_text = serde_json::to_string(&json).expect("serialize");
     Case {
         name: "mix",
         docs,
         compact,
+        bodies,
+        typed_read: Box::new(|bodies| {
+            black_box(typed::<FromClient>(&bodies[0]));
+            black_box(typed::<ToClient>(&bodies[1]));
+            black_box(typed::<ToClient>(&bodies[2]));
+        }),
         json: json_text,
         json_write: Box::new(move || serde_json::to_vec(&json).expect("serialize")),
         json_read: Box::new(|text| {
@@ -336,13 +377,13 @@ fn mix_case() -> Case {
 
 pub fn cases() -> Vec<Case> {
     vec![
-        case("command_card", vec![command_card()], vec![j_command_card()]),
-        case(
+        case::<_, FromClient>("command_card", vec![command_card()], vec![j_command_card()]),
+        case::<_, ToClient>(
             "card_available",
             vec![card_available()],
             vec![j_card_available()],
         ),
-        case(
+        case::<_, ToClient>(
             "list_readers_16",
             vec![list_readers()],
             vec![j_list_readers()],
