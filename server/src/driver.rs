@@ -3,8 +3,15 @@
 //! registry changes and pings the driver.
 //!
 //! Other tasks reach the driver through a [`DriverLink`]: a request goes into the link's
-//! channel with a oneshot for the answer; the connection loop gives it an id, remembers the
-//! oneshot under that id, and completes it when the response with that refid arrives.
+//! channel with an [`Answer`], the callback that takes the response; the connection loop
+//! gives it an id, remembers the answer under that id and calls it, on the loop's own task,
+//! when the response with that refid arrives (or when the request's time is up, or the
+//! driver goes away). A request needs no task of its own and no channel for its answer.
+//!
+//! Writes are buffered: requests are encoded into the connection's write buffer and the
+//! buffer is flushed when the loop has nothing else ready, so requests that arrive together
+//! go out in one write. The loop never waits for a write to finish: a driver that is slow to
+//! read cannot stop the loop from reading its responses or timing requests out.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -18,20 +25,23 @@ use chipcard_ipc::message::{
 use chipcard_ipc::{
     DriverId, Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, IdOrder, Outgoing,
 };
-use futures::{SinkExt, StreamExt};
-use tokio::net::UnixStream;
+use chipcard_sock::{ReadHalf, WriteHalf};
+use futures::{Sink, SinkExt, StreamExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::server::Shared;
 
-/// How many requests may wait for a driver connection to send them.
-const CALL_QUEUE: usize = 64;
+/// The most requests the loop takes from its link before it writes them out.
+const CALL_BATCH: usize = 64;
+
+/// The initial size of a driver connection's read and write buffers (they grow as needed).
+const BUFFER: usize = 8 * 1024;
 
 /// The environment variables a driver process inherits; all others are removed.
 pub const DRIVER_ENV: &[&str] = &[
@@ -46,11 +56,49 @@ pub const DRIVER_ENV: &[&str] = &[
 /// How long a driver has to exit after `StopDriver`, or after being killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-/// A request for the driver and where its answer goes.
+/// Takes the driver's response to one request, or the reason there is none. Called once,
+/// on the driver's connection task: it must not block (it may lock the registry).
+pub type Answer = Box<dyn FnOnce(Result<FromDriver, CallError>) + Send>;
+
+/// An [`Answer`] that is called exactly once: dropped without an answer (the driver went
+/// away with the request still queued) it answers [`CallError::Gone`].
+struct AnswerOnce(Option<Answer>);
+
+impl AnswerOnce {
+    fn give(mut self, result: Result<FromDriver, CallError>) {
+        if let Some(answer) = self.0.take() {
+            answer(result);
+        }
+    }
+}
+
+impl Drop for AnswerOnce {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer(Err(CallError::Gone));
+        }
+    }
+}
+
+impl std::fmt::Debug for AnswerOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnswerOnce")
+    }
+}
+
+/// A request for the driver, where its answer goes and until when it may come.
 #[derive(Debug)]
 struct DriverCall {
     msg: ToDriver,
-    reply: oneshot::Sender<FromDriver>,
+    deadline: Instant,
+    answer: AnswerOnce,
+}
+
+/// A request sent to the driver, waiting for its response.
+#[derive(Debug)]
+struct Waiting {
+    deadline: Instant,
+    answer: AnswerOnce,
 }
 
 /// Why a request to a driver got no answer.
@@ -63,15 +111,31 @@ pub enum CallError {
 }
 
 /// The way to send requests to a running driver; cheap to clone.
+///
+/// The queue is unbounded: what waits in it is bounded by the clients' own limits
+/// (`maxClients` × `maxRequestsPerClient`), and requests keep their order.
 #[derive(Debug, Clone)]
 pub struct DriverLink {
-    tx: mpsc::Sender<DriverCall>,
+    tx: mpsc::UnboundedSender<DriverCall>,
 }
 
 impl DriverLink {
-    fn new() -> (DriverLink, mpsc::Receiver<DriverCall>) {
-        let (tx, rx) = mpsc::channel(CALL_QUEUE);
+    fn new() -> (DriverLink, mpsc::UnboundedReceiver<DriverCall>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         (DriverLink { tx }, rx)
+    }
+
+    /// Sends a request; `answer` gets its response, or [`CallError::Timeout`] when none came
+    /// within `limit`, or [`CallError::Gone`] when the driver went away first. Never waits;
+    /// `answer` may be called before this returns (the driver is gone).
+    pub fn send(&self, msg: impl Into<ToDriver>, limit: Duration, answer: Answer) {
+        let call = DriverCall {
+            msg: msg.into(),
+            deadline: Instant::now() + limit,
+            answer: AnswerOnce(Some(answer)),
+        };
+        // A closed queue hands the call back; dropping it answers `Gone`.
+        let _ = self.tx.send(call);
     }
 
     /// Sends a request and waits up to `limit` for its response.
@@ -80,18 +144,15 @@ impl DriverLink {
         msg: impl Into<ToDriver>,
         limit: Duration,
     ) -> Result<FromDriver, CallError> {
-        let (reply, rx) = oneshot::channel();
-        let call = DriverCall {
-            msg: msg.into(),
-            reply,
-        };
-        let exchange = async {
-            self.tx.send(call).await.map_err(|_| CallError::Gone)?;
-            rx.await.map_err(|_| CallError::Gone)
-        };
-        tokio::time::timeout(limit, exchange)
-            .await
-            .unwrap_or(Err(CallError::Timeout))
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            msg,
+            limit,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.await.unwrap_or(Err(CallError::Gone))
     }
 }
 
@@ -150,9 +211,53 @@ pub type Settled = Option<tokio::sync::oneshot::Sender<()>>;
 #[derive(Debug)]
 pub struct DriverProcess {
     child: Child,
-    conn: Framed<UnixStream, EnvelopeCodec>,
+    conn: Conn,
+}
+
+/// The connection to a driver: frames in, buffered frames out, ids both ways.
+#[derive(Debug)]
+struct Conn {
+    // chipcard_sock's halves, not tokio's: they do not wake the server each time the
+    // driver reads (see that crate).
+    reader: FramedRead<ReadHalf, EnvelopeCodec>,
+    writer: FramedWrite<WriteHalf, EnvelopeCodec>,
     ids: IdCounter,
     order: IdOrder,
+    /// Frames are in the write buffer.
+    unflushed: bool,
+}
+
+impl Conn {
+    fn new(stream: std::os::unix::net::UnixStream) -> std::io::Result<Conn> {
+        let (read, write) = chipcard_sock::split(stream)?;
+        Ok(Conn {
+            reader: FramedRead::with_capacity(read, EnvelopeCodec::new(), BUFFER),
+            writer: FramedWrite::with_capacity(write, EnvelopeCodec::new(), BUFFER),
+            ids: IdCounter::new(),
+            order: IdOrder::new(),
+            unflushed: false,
+        })
+    }
+
+    /// Encodes a message into the write buffer (see [`Conn::flush`]); returns its id.
+    fn queue(&mut self, refid: Option<u32>, msg: &impl Outgoing) -> Result<u32, String> {
+        let id = self.ids.next_id();
+        // `start_send` only encodes into the buffer; flushing is separate, and the buffer
+        // is bounded by the requests in progress.
+        std::pin::Pin::new(&mut self.writer)
+            .start_send(Envelope::new(id, refid, msg))
+            .map_err(|e| e.to_string())?;
+        self.unflushed = true;
+        Ok(id)
+    }
+
+    /// Writes the buffer out, waiting as long as that takes.
+    async fn flush(&mut self) -> Result<(), String> {
+        self.unflushed = false;
+        SinkExt::<Envelope>::flush(&mut self.writer)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl DriverProcess {
@@ -193,14 +298,8 @@ impl DriverProcess {
         // The command holds our copy of the driver's end; close it so that the driver's
         // exit closes the connection.
         drop(command);
-        ours.set_nonblocking(true).map_err(spawn_error)?;
-        let stream = UnixStream::from_std(ours).map_err(spawn_error)?;
-        Ok(DriverProcess {
-            child,
-            conn: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-            order: IdOrder::new(),
-        })
+        let conn = Conn::new(ours).map_err(spawn_error)?;
+        Ok(DriverProcess { child, conn })
     }
 
     /// The process id, for logs.
@@ -208,13 +307,10 @@ impl DriverProcess {
         self.child.id()
     }
 
-    /// Sends one message.
+    /// Sends one message and waits until it is written.
     pub async fn send(&mut self, refid: Option<u32>, msg: &impl Outgoing) -> Result<u32, String> {
-        let id = self.ids.next_id();
-        self.conn
-            .send(Envelope::new(id, refid, msg))
-            .await
-            .map_err(|e| e.to_string())?;
+        let id = self.conn.queue(refid, msg)?;
+        self.conn.flush().await?;
         Ok(id)
     }
 
@@ -229,7 +325,7 @@ impl DriverProcess {
         )
         .await?;
         loop {
-            let env = match self.conn.next().await {
+            let env = match self.conn.reader.next().await {
                 None => return Err("the driver closed its connection before DriverReady".into()),
                 Some(Err(e)) => return Err(format!("driver broke the protocol: {e}")),
                 Some(Ok(Err(e))) => {
@@ -238,7 +334,7 @@ impl DriverProcess {
                 }
                 Some(Ok(Ok(env))) => env,
             };
-            self.order.check(env.id).map_err(|e| e.to_string())?;
+            self.conn.order.check(env.id).map_err(|e| e.to_string())?;
             match FromDriver::decode(&env.cmd, &env.data) {
                 Ok(FromDriver::DriverReady(ready)) => {
                     if ready.driver_id != id {
@@ -275,11 +371,13 @@ impl DriverProcess {
         settled: Settled,
         stop: &CancellationToken,
     ) -> Ending {
-        let mut pending: HashMap<u32, oneshot::Sender<FromDriver>> = HashMap::new();
+        let mut pending = Pending::default();
         let ending = self
             .serve_loop(shared, id, link, pinging, &mut pending, settled, stop)
             .await;
-        if !matches!(ending, Ending::Shutdown) {
+        if matches!(ending, Ending::Shutdown) {
+            self.stop().await;
+        } else {
             let why = ending.to_string();
             let mut reg = shared.lock();
             if matches!(ending, Ending::Hung | Ending::Protocol(_)) {
@@ -287,7 +385,13 @@ impl DriverProcess {
             }
             reg.driver_down(id, &why);
         }
-        drop(pending);
+        // Outside the registry's lock: the answers may take it. Requests still queued and
+        // requests sent but unanswered fail with `Gone`.
+        link.rx.close();
+        while let Ok(call) = link.rx.try_recv() {
+            drop(call);
+        }
+        pending.fail_all();
         ending
     }
 
@@ -298,10 +402,11 @@ impl DriverProcess {
         id: DriverId,
         link: &mut LinkEnd,
         pinging: Pinging,
-        pending: &mut HashMap<u32, oneshot::Sender<FromDriver>>,
+        pending: &mut Pending,
         mut settled: Settled,
         stop: &CancellationToken,
     ) -> Ending {
+        let DriverProcess { child, conn } = self;
         let ping_every = if pinging.interval.is_zero() {
             Duration::from_secs(24 * 3600)
         } else {
@@ -312,33 +417,51 @@ impl DriverProcess {
         let mut ping: Option<(u32, Instant)> = None;
         if settled.is_some() {
             // The settling ping: its answer comes after every event of the driver's start.
-            match self.send(None, &Ping {}).await {
+            match conn.queue(None, &Ping {}) {
                 Ok(msg_id) => ping = Some((msg_id, Instant::now() + pinging.timeout)),
                 Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
             }
         }
+        // Made once, not per turn of the loop: each would register a waiter anew.
+        let stopped = stop.cancelled();
+        let exited = child.wait();
+        // One timer for the ping deadline and for the oldest request's deadline. It is
+        // moved only when it must fire earlier, so a request costs no timer operation; a
+        // timer that fires for a request answered meanwhile just re-arms.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(stopped, exited, timer);
+        let mut timer_at: Option<Instant> = None;
         loop {
-            let ping_deadline = ping.map(|(_, at)| at);
-            tokio::select! {
-                _ = stop.cancelled() => {
-                    self.stop().await;
-                    return Ending::Shutdown;
+            let wake_at = match (ping.map(|(_, at)| at), pending.next_expiry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(at) = wake_at {
+                if timer_at.map_or(true, |armed| at < armed) {
+                    timer.as_mut().reset(at);
+                    timer_at = Some(at);
                 }
-                status = self.child.wait() => {
+            }
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return Ending::Shutdown,
+                status = &mut exited => {
                     return Ending::Exited(match status {
                         Ok(s) => s.to_string(),
                         Err(e) => e.to_string(),
                     });
                 }
-                frame = self.conn.next() => match frame {
+                frame = conn.reader.next() => match frame {
                     None => return Ending::Closed,
                     Some(Err(e)) => {
-                        let _ = self.send(None, &ErrorResponse::new(ErrorCode::Protocol, e.to_string())).await;
+                        if conn.queue(None, &ErrorResponse::new(ErrorCode::Protocol, e.to_string())).is_ok() {
+                            let _ = tokio::time::timeout(EXIT_GRACE, conn.flush()).await;
+                        }
                         return Ending::Protocol(e.to_string());
                     }
                     Some(Ok(Err(e))) => warn!(error = %e, "bad message from driver ignored"),
                     Some(Ok(Ok(env))) => {
-                        if let Err(e) = self.order.check(env.id) {
+                        if let Err(e) = conn.order.check(env.id) {
                             return Ending::Protocol(e.to_string());
                         }
                         match env.refid {
@@ -348,33 +471,53 @@ impl DriverProcess {
                                     let _ = tx.send(());
                                 }
                             }
-                            Some(refid) => answer(pending, refid, &env),
+                            Some(refid) => pending.answer(refid, &env),
                             None => event(shared, id, &env),
                         }
                     }
                 },
                 Some(call) = link.rx.recv() => {
-                    match self.send(None, &call.msg).await {
-                        Ok(msg_id) => {
-                            pending.insert(msg_id, call.reply);
+                    // Take what else is queued too: one write for all of them.
+                    let mut next = Some(call);
+                    let mut taken = 0;
+                    while let Some(call) = next {
+                        match conn.queue(None, &call.msg) {
+                            Ok(msg_id) => pending.insert(msg_id, call),
+                            Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
                         }
-                        Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
+                        taken += 1;
+                        next = if taken < CALL_BATCH { link.rx.try_recv().ok() } else { None };
                     }
                 }
                 _ = ping_timer.tick(), if !pinging.interval.is_zero() && ping.is_none() => {
-                    match self.send(None, &Ping {}).await {
+                    match conn.queue(None, &Ping {}) {
                         Ok(msg_id) => ping = Some((msg_id, Instant::now() + pinging.timeout)),
                         Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
                     }
                 }
-                _ = sleep_until_some(ping_deadline) => return Ending::Hung,
+                () = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
+                    let now = Instant::now();
+                    if ping.is_some_and(|(_, at)| at <= now) {
+                        return Ending::Hung;
+                    }
+                    pending.expire(now);
+                }
+                // Last: only when nothing else is ready, so requests that came together
+                // leave in one write.
+                written = SinkExt::<Envelope>::flush(&mut conn.writer), if conn.unflushed => {
+                    conn.unflushed = false;
+                    if let Err(e) = written {
+                        return Ending::Protocol(format!("cannot write to driver: {e}"));
+                    }
+                }
             }
         }
     }
 
     /// Asks the driver to stop, and kills it if it does not within a grace period.
     async fn stop(&mut self) {
-        let _ = self.send(None, &StopDriver {}).await;
+        let _ = tokio::time::timeout(EXIT_GRACE, self.send(None, &StopDriver {})).await;
         if tokio::time::timeout(EXIT_GRACE, self.child.wait())
             .await
             .is_err()
@@ -399,7 +542,7 @@ impl DriverProcess {
 /// The receiving end of a [`DriverLink`], owned by the connection loop.
 #[derive(Debug)]
 pub struct LinkEnd {
-    rx: mpsc::Receiver<DriverCall>,
+    rx: mpsc::UnboundedReceiver<DriverCall>,
 }
 
 /// A new link and its receiving end.
@@ -408,27 +551,70 @@ pub fn link() -> (DriverLink, LinkEnd) {
     (link, LinkEnd { rx })
 }
 
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+/// The requests written to the driver and not answered yet, by message id.
+#[derive(Debug, Default)]
+struct Pending {
+    calls: HashMap<u32, Waiting>,
+    /// No request's deadline is earlier than this (it may be later: answered requests are
+    /// not looked for until then).
+    next_expiry: Option<Instant>,
 }
 
-/// A response: complete the request waiting for it.
-fn answer(pending: &mut HashMap<u32, oneshot::Sender<FromDriver>>, refid: u32, env: &Envelope) {
-    let Some(reply) = pending.remove(&refid) else {
-        warn!(refid, cmd = %env.cmd, "response to no request of ours");
-        return;
-    };
-    let msg = FromDriver::decode(&env.cmd, &env.data).unwrap_or_else(|e| {
-        warn!(refid, cmd = %env.cmd, error = %e, "bad response from driver");
-        FromDriver::ErrorResponse(ErrorResponse::new(
-            ErrorCode::DriverError,
-            format!("the driver sent a bad response: {e}"),
-        ))
-    });
-    let _ = reply.send(msg);
+impl Pending {
+    fn insert(&mut self, msg_id: u32, call: DriverCall) {
+        if self.next_expiry.map_or(true, |at| call.deadline < at) {
+            self.next_expiry = Some(call.deadline);
+        }
+        self.calls.insert(
+            msg_id,
+            Waiting {
+                deadline: call.deadline,
+                answer: call.answer,
+            },
+        );
+    }
+
+    /// A response: give it to the request waiting for it.
+    fn answer(&mut self, refid: u32, env: &Envelope) {
+        let Some(waiting) = self.calls.remove(&refid) else {
+            // Also the late answer to a request that timed out.
+            debug!(refid, cmd = %env.cmd, "response to no waiting request ignored");
+            return;
+        };
+        let msg = FromDriver::decode(&env.cmd, &env.data).unwrap_or_else(|e| {
+            warn!(refid, cmd = %env.cmd, error = %e, "bad response from driver");
+            FromDriver::ErrorResponse(ErrorResponse::new(
+                ErrorCode::DriverError,
+                format!("the driver sent a bad response: {e}"),
+            ))
+        });
+        waiting.answer.give(Ok(msg));
+    }
+
+    /// Answers `Timeout` to the requests whose deadline has passed.
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<u32> = self
+            .calls
+            .iter()
+            .filter(|(_, waiting)| waiting.deadline <= now)
+            .map(|(&msg_id, _)| msg_id)
+            .collect();
+        for msg_id in expired {
+            if let Some(waiting) = self.calls.remove(&msg_id) {
+                debug!(msg_id, "driver request timed out");
+                waiting.answer.give(Err(CallError::Timeout));
+            }
+        }
+        self.next_expiry = self.calls.values().map(|waiting| waiting.deadline).min();
+    }
+
+    /// Fails every waiting request with `Gone`.
+    fn fail_all(&mut self) {
+        for (_, waiting) in self.calls.drain() {
+            waiting.answer.give(Err(CallError::Gone));
+        }
+        self.next_expiry = None;
+    }
 }
 
 /// An event: change the registry.
