@@ -53,12 +53,15 @@
 //! # Threads
 //!
 //! - The IPC side is one async task on a current-thread tokio runtime, the process's main
-//!   thread. It only reads, writes and routes; it never calls the backend.
+//!   thread. It reads the server's messages, answers `Ping` and protocol errors itself and
+//!   sends events; it never calls the backend.
 //! - The [`Backend`] is moved to a thread of its own and called there, one request at a
 //!   time, in the order the requests arrived. Its methods may block (PC/SC and CT-API calls
-//!   do). Requests travel to it over a channel; each answer comes back over a one-shot
-//!   channel, so while a slow `transmit` runs the IPC task keeps answering `Ping` (the
-//!   server's liveness check) and queueing requests.
+//!   do). Requests travel to it over a channel, and the backend thread writes each response
+//!   to the socket itself, so while a slow `transmit` runs the IPC task keeps answering
+//!   `Ping` (the server's liveness check) and queueing requests, and a response costs no
+//!   hand-over back to the IPC thread. Messages are numbered under one lock shared by both
+//!   threads, so ids still increase in the order they are written.
 //! - Threads the backend starts (hotplug or card polling) hold clones of the [`EventSink`];
 //!   sending never blocks.
 //! - If the backend does not return from [`Backend::stop`] within [`STOP_TIMEOUT`] the
@@ -77,6 +80,7 @@ mod error;
 mod fd;
 mod serve;
 mod worker;
+mod writer;
 
 use std::process::ExitCode;
 
@@ -124,18 +128,13 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
 /// current-thread runtime.
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
     let stream = adopt_ipc_fd(args.ipc_fd)?;
-    stream.set_nonblocking(true)?;
+    // The IPC task needs sockets and timers only.
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()?;
     let span = info_span!("driver", driver_id = %args.driver_id);
-    runtime.block_on(
-        async {
-            let stream = tokio::net::UnixStream::from_std(stream)?;
-            serve(stream, args.driver_id, backend).await
-        }
-        .instrument(span),
-    )
+    runtime.block_on(serve::serve_std(stream, args.driver_id, backend).instrument(span))
 }
 
 /// Logs to standard error: `filter` if given, else `RUST_LOG`, else `info`. Does nothing if

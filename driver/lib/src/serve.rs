@@ -1,28 +1,24 @@
-//! The IPC side of a driver: one task reading the server's messages, forwarding requests to
-//! the backend thread and writing answers and events back.
+//! The IPC side of a driver: one task reading the server's messages, answering what it can
+//! itself (`Ping`, errors), forwarding card requests to the backend thread (which writes
+//! their responses itself, see [`crate::writer`]) and sending events.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chipcard_ipc::message::{
-    CardCommandResponse, DriverReader, DriverReady, ErrorResponse, PingResponse, ReaderList,
-    ResetCardResponse, ToDriver,
+    DriverReader, DriverReady, ErrorResponse, PingResponse, ReaderList, ToDriver,
 };
-use chipcard_ipc::{
-    DriverId, Envelope, EnvelopeCodec, ErrorCode, IdCounter, IdOrder, Outcome, Outgoing,
-};
-use futures::stream::FuturesUnordered;
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use chipcard_ipc::{DriverId, Envelope, EnvelopeCodec, ErrorCode, IdOrder, Outcome, Outgoing};
+use chipcard_sock::ReadHalf;
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
 use crate::backend::{Backend, Event, EventSink};
 use crate::error::{DriverError, Error};
 use crate::worker::{Job, Worker};
+use crate::writer::Writer;
 
 /// How long a stopping driver waits for [`Backend::stop`] before it exits anyway.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,40 +46,18 @@ enum Phase {
     Failed,
 }
 
-enum Done {
-    Started(Result<Vec<DriverReader>, DriverError>),
-    Command {
-        refid: u32,
-        result: Result<Vec<u8>, DriverError>,
-    },
-    Reset {
-        refid: u32,
-        result: Result<Vec<u8>, DriverError>,
-    },
-}
-
-/// A backend answer being waited for; `true` when the backend thread was lost instead.
-type Pending = Pin<Box<dyn Future<Output = (Done, bool)> + Send>>;
-
 fn gone() -> DriverError {
     DriverError::reader("the backend thread ended unexpectedly")
 }
 
-fn wait_for<T: Send + 'static>(
-    rx: oneshot::Receiver<Result<T, DriverError>>,
-    wrap: impl FnOnce(Result<T, DriverError>) -> Done + Send + 'static,
-) -> Pending {
-    Box::pin(async move {
-        match rx.await {
-            Ok(result) => (wrap(result), false),
-            Err(_) => (wrap(Err(gone())), true),
-        }
-    })
-}
+/// The initial size of the read buffer (it grows for larger messages).
+const READ_BUFFER: usize = 8 * 1024;
 
-struct Session<T> {
-    framed: Framed<T, EnvelopeCodec>,
-    ids: IdCounter,
+type StartResult = Result<Vec<DriverReader>, DriverError>;
+
+struct Session {
+    reader: FramedRead<ReadHalf, EnvelopeCodec>,
+    writer: Arc<Writer>,
     order: IdOrder,
     driver_id: DriverId,
     phase: Phase,
@@ -92,21 +66,37 @@ struct Session<T> {
     start_error: Option<DriverError>,
 }
 
-/// Runs the driver protocol (PROTOCOL §5) on `io` until `StopDriver`, the server's end of
-/// the connection, or a fatal error.
+/// Runs the driver protocol (PROTOCOL §5) on `stream` until `StopDriver`, the server's end
+/// of the connection, or a fatal error.
 ///
 /// `backend` moves to a thread of its own; this future never blocks on it. It is meant for
 /// a current-thread runtime; [`crate::run`] sets one up.
-pub async fn serve<T, B>(io: T, driver_id: DriverId, backend: B) -> Result<Exit, Error>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-    B: Backend,
-{
-    let worker = Worker::spawn(backend)?;
+pub async fn serve<B: Backend>(
+    stream: tokio::net::UnixStream,
+    driver_id: DriverId,
+    backend: B,
+) -> Result<Exit, Error> {
+    serve_std(stream.into_std()?, driver_id, backend).await
+}
+
+/// [`serve`] on a standard library stream (not yet registered with tokio).
+pub(crate) async fn serve_std<B: Backend>(
+    stream: std::os::unix::net::UnixStream,
+    driver_id: DriverId,
+    backend: B,
+) -> Result<Exit, Error> {
+    let writer = Arc::new(Writer::new(&stream)?);
+    let reader = FramedRead::with_capacity(
+        chipcard_sock::read_half(stream)?,
+        EnvelopeCodec::new(),
+        READ_BUFFER,
+    );
+    let (alive, mut backend_ended) = oneshot::channel::<()>();
+    let worker = Worker::spawn(backend, writer.clone(), alive)?;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
     let mut session = Session {
-        framed: Framed::new(io, EnvelopeCodec::new()),
-        ids: IdCounter::new(),
+        reader,
+        writer,
         order: IdOrder::new(),
         driver_id,
         phase: Phase::AwaitStart,
@@ -115,18 +105,31 @@ where
         start_error: None,
     };
     let sink = EventSink::from_sender(events_tx);
-    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut starting: Option<oneshot::Receiver<StartResult>> = None;
+    // Registered for writability only while a write to the server is blocked.
+    let mut writable = None;
     let result = loop {
         let events_flow = matches!(session.phase, Phase::Ready | Phase::Running);
         let step = tokio::select! {
-            Some((done, lost)) = pending.next(), if !pending.is_empty() => {
-                session.backend_gone |= lost;
-                session.finished(done).await
+            biased;
+            started = wait_start(&mut starting), if starting.is_some() => {
+                starting = None;
+                let result = started.unwrap_or_else(|_| {
+                    session.backend_gone = true;
+                    Err(gone())
+                });
+                session.started(result)
+            }
+            _ = &mut backend_ended, if !session.backend_gone => {
+                // The thread ended without `Stop`: the backend panicked (its request was
+                // answered with an error).
+                session.backend_gone = true;
+                Ok(None)
             }
             Some(event) = events_rx.recv(), if events_flow => {
-                session.send(None, &event.to_message()).await.map(|()| None)
+                session.send(None, &event.to_message()).map(|()| None)
             }
-            item = session.framed.next() => match item {
+            item = session.reader.next() => match item {
                 None => {
                     info!("the server closed the connection");
                     Ok(Some(Exit::ServerGone))
@@ -134,16 +137,19 @@ where
                 Some(Err(e)) => {
                     error!(error = %e, "unreadable frame from the server; closing");
                     let reply = ErrorResponse::new(ErrorCode::Protocol, e.to_string());
-                    let _ = session.send(None, &reply).await;
+                    let _ = session.send(None, &reply);
                     Err(Error::Ipc(e))
                 }
                 Some(Ok(Err(e))) => {
                     warn!(error = %e, "malformed message from the server");
                     let reply = ErrorResponse::new(e.code(), e.to_string());
-                    session.send(None, &reply).await.map(|()| None)
+                    session.send(None, &reply).map(|()| None)
                 }
-                Some(Ok(Ok(envelope))) => session.received(envelope, &sink, &mut pending).await,
+                Some(Ok(Ok(envelope))) => session.received(envelope, &sink, &mut starting),
             },
+            written = session.writer.drain(&mut writable) => Err(Error::Io(
+                written.err().unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into()),
+            )),
         };
         match step {
             Ok(None) if session.backend_gone => break Err(Error::BackendGone),
@@ -153,20 +159,32 @@ where
         }
     };
     session.stop_backend().await;
+    // The server sees the end of the stream once what is still buffered is written (if
+    // the server reads it within a second).
+    session.writer.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.writer.drain(&mut writable)).await;
     result
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
-    async fn send(&mut self, refid: Option<u32>, message: &impl Outgoing) -> Result<(), Error> {
-        let envelope = Envelope::new(self.ids.next_id(), refid, message);
-        debug!(id = envelope.id, refid, cmd = %envelope.cmd, "send");
-        self.framed.send(envelope).await.map_err(Error::Ipc)
+async fn wait_start(
+    starting: &mut Option<oneshot::Receiver<StartResult>>,
+) -> Result<StartResult, oneshot::error::RecvError> {
+    match starting {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    fn send(&mut self, refid: Option<u32>, message: &impl Outgoing) -> Result<(), Error> {
+        let id = self.writer.send(refid, message)?;
+        debug!(id, refid, cmd = message.cmd(), "send");
+        Ok(())
     }
 
-    async fn error(&mut self, refid: u32, code: ErrorCode, text: String) -> Result<(), Error> {
+    fn error(&mut self, refid: u32, code: ErrorCode, text: String) -> Result<(), Error> {
         warn!(refid, %code, %text, "error reply");
         self.send(Some(refid), &ErrorResponse::new(code, text))
-            .await
     }
 
     async fn stop_backend(&mut self) {
@@ -183,23 +201,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         }
     }
 
-    /// Queues a job; a dead backend thread turns into an error answer later.
+    /// Queues a job; a dead backend thread ends the driver.
     fn submit(&mut self, job: Job) {
         if !self.worker.submit(job) {
             self.backend_gone = true;
         }
     }
 
-    async fn received(
+    fn received(
         &mut self,
         envelope: Envelope,
         sink: &EventSink,
-        pending: &mut FuturesUnordered<Pending>,
+        starting: &mut Option<oneshot::Receiver<StartResult>>,
     ) -> Result<Option<Exit>, Error> {
         let id = envelope.id;
         debug!(id, refid = envelope.refid, cmd = %envelope.cmd, "received");
         if let Err(e) = self.order.check(id) {
-            self.error(id, e.code(), e.to_string()).await?;
+            self.error(id, e.code(), e.to_string())?;
             return Ok(None);
         }
         let message = match ToDriver::decode(&envelope.cmd, &envelope.data) {
@@ -214,13 +232,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 return Ok(None);
             }
             Err(e) => {
-                self.error(id, e.code(), e.to_string()).await?;
+                self.error(id, e.code(), e.to_string())?;
                 return Ok(None);
             }
         };
         let serving = matches!(self.phase, Phase::Ready | Phase::Running);
         match message {
-            ToDriver::Ping(_) => self.send(Some(id), &PingResponse {}).await?,
+            ToDriver::Ping(_) => self.send(Some(id), &PingResponse {})?,
             ToDriver::StopDriver(_) => {
                 info!("StopDriver");
                 return Ok(Some(Exit::Stopped));
@@ -239,7 +257,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     events: sink.clone(),
                     reply,
                 });
-                pending.push(wait_for(rx, Done::Started));
+                *starting = Some(rx);
                 self.phase = Phase::Starting;
             }
             ToDriver::DriverStart(_) => {
@@ -247,8 +265,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     id,
                     ErrorCode::Protocol,
                     "DriverStart was already received".into(),
-                )
-                .await?;
+                )?;
             }
             ToDriver::DriverReadyResponse(response) => match self.phase {
                 Phase::Ready if response.outcome.is_ok() => {
@@ -265,64 +282,55 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                         id,
                         ErrorCode::Protocol,
                         "unexpected DriverReadyResponse".into(),
-                    )
-                    .await?;
+                    )?;
                 }
             },
+            // The backend thread answers these itself.
             ToDriver::CardCommand(command) if serving => {
                 let to_reader = command
                     .target
                     .as_deref()
                     .is_some_and(|t| t.eq_ignore_ascii_case("reader"));
-                let (reply, rx) = oneshot::channel();
                 self.submit(Job::Transmit {
+                    refid: id,
                     reader: command.reader_id,
                     slot: command.slot,
-                    apdu: command.data.to_vec(),
+                    apdu: command.data,
                     to_reader,
-                    reply,
                 });
-                pending.push(wait_for(rx, move |result| Done::Command {
-                    refid: id,
-                    result,
-                }));
             }
             ToDriver::ResetCard(reset) if serving => {
-                let (reply, rx) = oneshot::channel();
                 self.submit(Job::Reset {
+                    refid: id,
                     reader: reset.reader_id,
                     slot: reset.slot,
-                    reply,
                 });
-                pending.push(wait_for(rx, move |result| Done::Reset {
-                    refid: id,
-                    result,
-                }));
             }
             ToDriver::CardCommand(_) | ToDriver::ResetCard(_) => {
                 let text = match self.phase {
                     Phase::Failed => "the driver failed to start",
                     _ => "the driver is not started yet (DriverStart first)",
                 };
-                self.error(id, ErrorCode::Protocol, text.into()).await?;
+                self.error(id, ErrorCode::Protocol, text.into())?;
             }
         }
         Ok(None)
     }
 
-    async fn finished(&mut self, done: Done) -> Result<Option<Exit>, Error> {
-        match done {
-            Done::Started(Ok(readers)) => {
+    /// The backend's start finished: `DriverReady` with its readers or its error.
+    fn started(&mut self, result: StartResult) -> Result<Option<Exit>, Error> {
+        match result {
+            Ok(readers) => {
                 info!(readers = readers.len(), "backend started");
                 let ready = DriverReady {
                     outcome: Outcome::ok("Driver ready"),
                     driver_id: self.driver_id,
                     readers: ReaderList(readers),
                 };
-                self.send(None, &ready).await?;
+                self.send(None, &ready)?;
                 self.phase = Phase::Ready;
             }
-            Done::Started(Err(e)) => {
+            Err(e) => {
                 error!(error = %e, "backend failed to start");
                 let ready = DriverReady {
                     outcome: Outcome::failed(e.code, e.text.clone()),
@@ -330,40 +338,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     readers: ReaderList::default(),
                 };
                 self.start_error = Some(e);
-                self.send(None, &ready).await?;
+                self.send(None, &ready)?;
                 self.phase = Phase::Failed;
-            }
-            Done::Command { refid, result } => {
-                let response = match result {
-                    Ok(rapdu) => CardCommandResponse {
-                        outcome: Outcome::ok("ok"),
-                        data: Some(Bytes::from(rapdu)),
-                    },
-                    Err(e) => CardCommandResponse {
-                        outcome: self.failed(e),
-                        data: None,
-                    },
-                };
-                self.send(Some(refid), &response).await?;
-            }
-            Done::Reset { refid, result } => {
-                let response = match result {
-                    Ok(atr) => ResetCardResponse {
-                        outcome: Outcome::ok("ok"),
-                        atr: Some(Bytes::from(atr)),
-                    },
-                    Err(e) => ResetCardResponse {
-                        outcome: self.failed(e),
-                        atr: None,
-                    },
-                };
-                self.send(Some(refid), &response).await?;
             }
         }
         Ok(None)
-    }
-
-    fn failed(&self, e: DriverError) -> Outcome {
-        Outcome::failed(e.code, e.text)
     }
 }
