@@ -52,18 +52,17 @@
 //!
 //! # Threads
 //!
-//! - The IPC side is one async task on a current-thread tokio runtime, the process's main
-//!   thread. It reads the server's messages, answers `Ping` and protocol errors itself and
-//!   sends events; it never calls the backend.
-//! - The [`Backend`] is moved to a thread of its own and called there, one request at a
-//!   time, in the order the requests arrived. Its methods may block (PC/SC and CT-API calls
-//!   do). Requests travel to it over a channel, and the backend thread writes each response
-//!   to the socket itself, so while a slow `transmit` runs the IPC task keeps answering
-//!   `Ping` (the server's liveness check) and queueing requests, and a response costs no
-//!   hand-over back to the IPC thread. Messages are numbered under one lock shared by both
-//!   threads, so ids still increase in the order they are written.
+//! - The IPC thread (the process's main thread under [`run`]) reads the server's messages
+//!   from the socket, blocking in `read` itself, and serves them in order, calling the
+//!   [`Backend`] directly: one request at a time, in the order the requests arrived. Its
+//!   methods may block (PC/SC and CT-API calls do).
+//! - A watcher thread stands by during backend calls: when one lasts more than 100 ms it
+//!   reads the server's messages meanwhile, answers `Ping` (the server's liveness check) and
+//!   leaves the rest for the IPC thread, in order. Short calls cost it nothing.
+//! - Messages are numbered and written under one lock by whichever thread sends them, so
+//!   ids increase in the order they are written.
 //! - Threads the backend starts (hotplug or card polling) hold clones of the [`EventSink`];
-//!   sending never blocks.
+//!   sending writes the event to the server (it waits only while the server is behind).
 //! - If the backend does not return from [`Backend::stop`] within [`STOP_TIMEOUT`] the
 //!   process exits anyway.
 //!
@@ -78,13 +77,14 @@ mod args;
 mod backend;
 mod error;
 mod fd;
+mod reader;
 mod serve;
-mod worker;
+mod watch;
 mod writer;
 
 use std::process::ExitCode;
 
-use tracing::{error, info_span, Instrument};
+use tracing::{error, info_span};
 use tracing_subscriber::EnvFilter;
 
 pub use args::Args;
@@ -124,17 +124,12 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
     }
 }
 
-/// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
-/// current-thread runtime.
+/// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on
+/// the calling thread.
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
     let stream = adopt_ipc_fd(args.ipc_fd)?;
-    // The IPC task needs sockets and timers only.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()?;
     let span = info_span!("driver", driver_id = %args.driver_id);
-    runtime.block_on(serve::serve_std(stream, args.driver_id, backend).instrument(span))
+    span.in_scope(|| serve::serve_on(stream, args.driver_id, backend))
 }
 
 /// Logs to standard error: `filter` if given, else `RUST_LOG`, else `info`. Does nothing if

@@ -1,16 +1,26 @@
-//! Writing to the server, shared by the IPC task and the backend thread.
+//! Writing to the server, from the IPC thread, the watcher and the backend's own threads
+//! (events).
 //!
 //! Each message is numbered and encoded under one lock, so ids increase in the order the
-//! bytes go out, and whichever thread sends it writes it to the socket right away: the
-//! backend thread writes its own responses instead of handing them to the IPC task (that
-//! would wake the IPC thread for every response, a context switch each). When the server is
-//! behind, the IPC task writes what is left as room appears ([`Writer::drain`]).
+//! bytes go out, and written by whichever thread sends it: nothing is handed to another
+//! thread to write. The socket is blocking: a server that is behind holds the writer up,
+//! which is what the protocol expects of a driver.
+//!
+//! Responses can be held back briefly ([`Writer::hold`]) so that answers to requests that
+//! arrived together leave in one write; [`Writer::flush`] sends them.
+//!
+//! Events (`CardInserted`, ...) are written only once `DriverReady` is out; the ones sent
+//! before wait here until [`Writer::ready`].
 
-use std::io;
+use std::io::{self, Write};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
+use bytes::BytesMut;
+use chipcard_ipc::message::FromDriver;
 use chipcard_ipc::{Envelope, EnvelopeCodec, IdCounter, Outgoing};
-use chipcard_sock::{SharedWriter, Writable};
 use tokio_util::codec::Encoder;
 
 use crate::error::Error;
@@ -18,61 +28,135 @@ use crate::error::Error;
 /// The write side of the connection to the server.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    out: SharedWriter<(IdCounter, EnvelopeCodec)>,
+    stream: UnixStream,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    ids: IdCounter,
+    codec: EnvelopeCodec,
+    /// Encoded messages not written yet (held back responses).
+    buf: BytesMut,
+    /// Since when the oldest held back message waits.
+    held_since: Option<Instant>,
+    /// `DriverReady` is out: events are written as they come.
+    ready: bool,
+    /// Events sent before `DriverReady`.
+    early_events: Vec<FromDriver>,
+    /// The driver has stopped: events are refused.
+    closed: bool,
+    /// A write failed: the connection is broken.
+    broken: Option<io::ErrorKind>,
 }
 
 impl Writer {
     /// A writer on a duplicate of `stream`'s descriptor.
     pub(crate) fn new(stream: &UnixStream) -> io::Result<Writer> {
         Ok(Writer {
-            out: SharedWriter::new(stream, (IdCounter::new(), EnvelopeCodec::new()))?,
+            stream: stream.try_clone()?,
+            state: Mutex::new(State {
+                ids: IdCounter::new(),
+                codec: EnvelopeCodec::new(),
+                buf: BytesMut::with_capacity(8 * 1024),
+                held_since: None,
+                ready: false,
+                early_events: Vec::new(),
+                closed: false,
+                broken: None,
+            }),
         })
     }
 
-    /// Numbers and sends a message now (behind whatever is still waiting to be written).
-    /// Returns its id.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Numbers and sends a message, after whatever is held back. Returns its id.
     pub(crate) fn send(&self, refid: Option<u32>, message: &impl Outgoing) -> Result<u32, Error> {
-        let mut locked = self.out.lock();
-        let id = encode(&mut locked, refid, message)?;
-        locked.write_out()?;
+        let mut st = self.lock();
+        let id = encode(&mut st, refid, message)?;
+        self.write_out(&mut st)?;
         Ok(id)
     }
 
-    /// Numbers and encodes a message without writing it: [`Writer::flush`] (or the next
-    /// [`Writer::send`]) writes it. For a thread that has more to send right away.
-    pub(crate) fn queue(&self, refid: Option<u32>, message: &impl Outgoing) -> Result<u32, Error> {
-        encode(&mut self.out.lock(), refid, message)
+    /// Numbers and encodes a message but holds it back until [`Writer::flush`] (or the
+    /// next [`Writer::send`]). Returns since when the oldest held message waits.
+    pub(crate) fn hold(
+        &self,
+        refid: Option<u32>,
+        message: &impl Outgoing,
+    ) -> Result<Instant, Error> {
+        let mut st = self.lock();
+        encode(&mut st, refid, message)?;
+        Ok(*st.held_since.get_or_insert_with(Instant::now))
     }
 
-    /// Writes what [`Writer::queue`] left in the buffer.
+    /// How many bytes are held back.
+    pub(crate) fn held(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    /// Writes what is held back.
     pub(crate) fn flush(&self) -> Result<(), Error> {
-        Ok(self.out.lock().write_out()?)
+        let mut st = self.lock();
+        if st.buf.is_empty() {
+            return Ok(());
+        }
+        self.write_out(&mut st)
     }
 
-    /// How many bytes are waiting to be written.
-    pub(crate) fn buffered(&self) -> usize {
-        self.out.lock().buffered()
+    /// `DriverReady` is out: writes the events that came before it, and from now on
+    /// events as they come.
+    pub(crate) fn ready(&self) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.ready = true;
+        for event in std::mem::take(&mut st.early_events) {
+            encode(&mut st, None, &event)?;
+        }
+        self.write_out(&mut st)
     }
 
-    /// The IPC task's part: writes what is left whenever a write got stuck. Returns only
-    /// when writing fails (or after [`Writer::close`], once everything is written).
-    pub(crate) async fn drain(&self, waiting: &mut Option<Writable>) -> io::Result<()> {
-        self.out.drain(waiting).await
+    /// Sends an event (a push, no refid), or keeps it until `DriverReady` is out.
+    pub(crate) fn event(&self, event: FromDriver) -> Result<(), Error> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        if !st.ready {
+            st.early_events.push(event);
+            return Ok(());
+        }
+        encode(&mut st, None, &event)?;
+        self.write_out(&mut st)
     }
 
-    /// No more messages: the server sees the end of the stream once the buffer is written.
+    /// The driver stops: later events are refused, and the server sees the end of the
+    /// stream.
     pub(crate) fn close(&self) {
-        self.out.close();
+        let mut st = self.lock();
+        st.closed = true;
+        let _ = self.write_out(&mut st);
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    fn write_out(&self, st: &mut State) -> Result<(), Error> {
+        if let Some(kind) = st.broken {
+            return Err(Error::Io(io::Error::new(kind, "the connection is broken")));
+        }
+        st.held_since = None;
+        let result = (&self.stream).write_all(&st.buf);
+        st.buf.clear();
+        result.map_err(|e| {
+            st.broken = Some(e.kind());
+            Error::Io(e)
+        })
     }
 }
 
-fn encode(
-    locked: &mut chipcard_sock::Locked<'_, (IdCounter, EnvelopeCodec)>,
-    refid: Option<u32>,
-    message: &impl Outgoing,
-) -> Result<u32, Error> {
-    let ((ids, codec), buf) = locked.parts();
-    let id = ids.next_id();
+fn encode(st: &mut State, refid: Option<u32>, message: &impl Outgoing) -> Result<u32, Error> {
+    let id = st.ids.next_id();
+    let State { codec, buf, .. } = st;
     codec.encode(Envelope::new(id, refid, message), buf)?;
     Ok(id)
 }
