@@ -26,7 +26,7 @@ use chipcard_ipc::{
     DriverId, Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, IdOrder, Outgoing,
 };
 use chipcard_sock::{ReadHalf, WriteHalf};
-use futures::{Sink, SinkExt, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -487,6 +487,16 @@ impl DriverProcess {
                         }
                         taken += 1;
                         next = if taken < CALL_BATCH { link.rx.try_recv().ok() } else { None };
+                    }
+                    // Nothing else queued: write now, without another turn of the loop.
+                    // What the socket does not take at once is left to the flush branch.
+                    if taken < CALL_BATCH {
+                        if let Some(written) = SinkExt::<Envelope>::flush(&mut conn.writer).now_or_never() {
+                            conn.unflushed = false;
+                            if let Err(e) = written {
+                                return Ending::Protocol(format!("cannot write to driver: {e}"));
+                            }
+                        }
                     }
                 }
                 _ = ping_timer.tick(), if !pinging.interval.is_zero() && ping.is_none() => {
