@@ -30,8 +30,10 @@ pub use shared::{Locked, SharedWriter};
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::unix::AsyncFd;
@@ -41,27 +43,26 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 /// first (safe code cannot read into uninitialised memory), so this bounds that cost.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// Splits a connected stream into its halves, switching it to non-blocking mode.
-/// Must be called within a tokio runtime with I/O enabled.
+/// Splits a connected stream into its halves, switching it to non-blocking mode. Both
+/// halves use the one descriptor. Must be called within a tokio runtime with I/O enabled.
 pub fn split(stream: UnixStream) -> io::Result<(ReadHalf, WriteHalf)> {
-    stream.set_nonblocking(true)?;
+    let stream = Arc::new(stream);
+    let read = read_half(stream.clone())?;
     let write = WriteHalf {
-        stream: stream.try_clone()?,
+        stream,
         waiter: None,
-    };
-    let read = ReadHalf {
-        fd: register(stream, Interest::READABLE)?,
     };
     Ok((read, write))
 }
 
 /// Registers a socket with the runtime's reactor for `interest`.
 #[allow(unsafe_code)]
-fn register(stream: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
+fn register<T: AsRawFd>(stream: T, interest: Interest) -> io::Result<AsyncFd<T>> {
     // SAFETY: the contract is that the descriptor stays open, and the same, for as long as
-    // the `AsyncFd` lives. A `UnixStream` owns its descriptor: it is closed only when the
-    // stream is dropped, which the `AsyncFd` does after deregistering it, and `as_raw_fd`
-    // always returns that one descriptor.
+    // the `AsyncFd` lives. Every `T` here is a `UnixStream` or an `Arc` of one, which owns
+    // its descriptor: it is closed only when the (last) stream is dropped, and the
+    // `AsyncFd` holds it (deregistering before it drops it); `as_raw_fd` always returns
+    // that one descriptor.
     let fd = unsafe { AsyncFd::register_with_interest(stream, interest) }?;
     Ok(fd)
 }
@@ -72,9 +73,9 @@ pub fn split_tokio(stream: tokio::net::UnixStream) -> io::Result<(ReadHalf, Writ
 }
 
 /// Only the read half of a connected stream, for code that writes to the socket in its own
-/// way (with [`Writable`] to wait for room). Switches the stream to non-blocking mode; must
-/// be called within a tokio runtime with I/O enabled.
-pub fn read_half(stream: UnixStream) -> io::Result<ReadHalf> {
+/// way (a [`SharedWriter`] on the same `Arc`). Switches the stream to non-blocking mode;
+/// must be called within a tokio runtime with I/O enabled.
+pub fn read_half(stream: Arc<UnixStream>) -> io::Result<ReadHalf> {
     stream.set_nonblocking(true)?;
     Ok(ReadHalf {
         fd: register(stream, Interest::READABLE)?,
@@ -84,7 +85,7 @@ pub fn read_half(stream: UnixStream) -> io::Result<ReadHalf> {
 /// The reading half: registered for readability only.
 #[derive(Debug)]
 pub struct ReadHalf {
-    fd: AsyncFd<UnixStream>,
+    fd: AsyncFd<Arc<UnixStream>>,
 }
 
 impl ReadHalf {
@@ -104,7 +105,7 @@ impl AsyncRead for ReadHalf {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let want = buf.remaining().min(READ_CHUNK);
             let dst = buf.initialize_unfilled_to(want);
-            match guard.try_io(|fd| fd.get_ref().read(dst)) {
+            match guard.try_io(|fd| (&**fd.get_ref()).read(dst)) {
                 Ok(Ok(n)) => {
                     // A short read drained the socket: wait for the next edge instead of
                     // learning that from a read that fails with `WouldBlock` (as tokio does).
@@ -124,7 +125,9 @@ impl AsyncRead for ReadHalf {
 }
 
 /// A duplicate of a socket registered for writability: the way to wait for room in its
-/// send buffer. Made when a write would block, dropped when the writing has caught up.
+/// send buffer. Made when a write would block, dropped when the writing has caught up (a
+/// duplicate descriptor, because one descriptor cannot be registered twice with the same
+/// reactor; it exists only while a write is blocked).
 #[derive(Debug)]
 pub struct Writable {
     fd: AsyncFd<UnixStream>,
@@ -148,7 +151,7 @@ impl Writable {
 /// The writing half: writes directly, and waits for writability only while blocked.
 #[derive(Debug)]
 pub struct WriteHalf {
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
     /// Registered while a write is blocked.
     waiter: Option<Writable>,
 }
@@ -176,7 +179,7 @@ impl AsyncWrite for WriteHalf {
                     Err(_would_block) => continue,
                 }
             }
-            match (&this.stream).write(buf) {
+            match (&*this.stream).write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The peer is behind: wait for room, until the next flush.
                     this.waiter = Some(Writable::new(&this.stream)?);

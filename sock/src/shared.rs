@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
@@ -21,8 +21,8 @@ use crate::Writable;
 /// order the bytes are written).
 #[derive(Debug)]
 pub struct SharedWriter<S> {
-    /// A duplicate of the socket's descriptor, non-blocking.
-    stream: UnixStream,
+    /// The socket (shared with its reader), non-blocking.
+    stream: Arc<UnixStream>,
     inner: Mutex<Inner<S>>,
     /// Told when a write got stuck, and when the writer is closed.
     wake: Notify,
@@ -49,9 +49,8 @@ pub struct Locked<'a, S> {
 }
 
 impl<S> SharedWriter<S> {
-    /// A writer on a duplicate of `stream`'s descriptor (which it makes non-blocking).
-    pub fn new(stream: &UnixStream, state: S) -> io::Result<SharedWriter<S>> {
-        let stream = stream.try_clone()?;
+    /// A writer on `stream` (which it makes non-blocking).
+    pub fn new(stream: Arc<UnixStream>, state: S) -> io::Result<SharedWriter<S>> {
         stream.set_nonblocking(true)?;
         Ok(SharedWriter {
             stream,
@@ -184,7 +183,7 @@ impl<S> Locked<'_, S> {
     fn write_some(&mut self) -> io::Result<()> {
         let inner = &mut *self.inner;
         while !inner.buf.is_empty() {
-            match (&self.writer.stream).write(&inner.buf) {
+            match (&*self.writer.stream).write(&inner.buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => inner.buf.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -104,7 +104,7 @@ impl Connection {
     /// Starts the reader and drain tasks on an already connected stream.
     /// Must be called within a tokio runtime.
     pub(crate) fn start(stream: UnixStream, push_capacity: usize) -> std::io::Result<Connection> {
-        let stream = stream.into_std()?;
+        let stream = Arc::new(stream.into_std()?);
         let (cards_tx, cards_rx) = mpsc::channel(push_capacity.max(1));
         let (notes_tx, notes_rx) = mpsc::channel(push_capacity.max(1));
         let state = State {
@@ -116,7 +116,7 @@ impl Connection {
             notifications: Some(notes_tx),
         };
         let shared = Arc::new(Shared {
-            out: SharedWriter::new(&stream, state)?,
+            out: SharedWriter::new(stream.clone(), state)?,
             dropped_pushes: AtomicU64::new(0),
         });
         let read = chipcard_sock::read_half(stream)?;
