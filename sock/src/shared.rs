@@ -195,3 +195,38 @@ impl<S> Locked<'_, S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[tokio::test]
+    async fn stuck_bytes_are_drained_in_order_then_the_stream_ends() {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let writer = Arc::new(SharedWriter::new(Arc::new(ours), 0u32).expect("writer"));
+        // Far more than the socket holds: the writes get stuck and the drain task finishes.
+        let chunk = vec![7u8; 64 * 1024];
+        for n in 0..64u32 {
+            let mut locked = writer.lock();
+            *locked.state() = n;
+            let (_, buf) = locked.parts();
+            buf.extend_from_slice(&chunk);
+            locked.write_out().expect("not broken");
+        }
+        assert!(writer.lock().buffered() > 0, "the socket filled up");
+        writer.close();
+        let drain = {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.drain(&mut None).await })
+        };
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            (&theirs).read_to_end(&mut all).expect("read to the end");
+            all.len()
+        });
+        drain.await.expect("drain task").expect("drained");
+        assert_eq!(reader.join().expect("reader"), 64 * chunk.len());
+        assert_eq!(*writer.lock().state(), 63);
+    }
+}

@@ -64,7 +64,8 @@
 //! - Threads the backend starts (hotplug or card polling) hold clones of the [`EventSink`];
 //!   sending writes the event to the server (it waits only while the server is behind).
 //! - If the backend does not return from [`Backend::stop`] within [`STOP_TIMEOUT`] the
-//!   process exits anyway.
+//!   process exits anyway; so it does when a backend call outlasts the server's
+//!   `StopDriver` (or the end of the connection) by that long.
 //!
 //! # Logs
 //!
@@ -129,7 +130,7 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
     let stream = adopt_ipc_fd(args.ipc_fd)?;
     let span = info_span!("driver", driver_id = %args.driver_id);
-    span.in_scope(|| serve::serve_on(stream, args.driver_id, backend))
+    span.in_scope(|| serve::serve_on(stream, args.driver_id, backend, true))
 }
 
 /// Logs to standard error: `filter` if given, else `RUST_LOG`, else `info`. Does nothing if

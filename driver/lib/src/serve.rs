@@ -79,20 +79,24 @@ pub async fn serve<B: Backend>(
 ) -> Result<Exit, Error> {
     let stream = stream.into_std()?;
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| serve_on(stream, driver_id, backend)))
-        .await
-        .unwrap_or_else(|e| Err(Error::Io(io::Error::other(e.to_string()))))
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| serve_on(stream, driver_id, backend, false))
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Io(io::Error::other(e.to_string()))))
 }
 
-/// [`serve`] on the calling thread.
+/// [`serve`] on the calling thread. With `process` (a driver process) a backend call that
+/// outlasts the server's stop request by [`STOP_TIMEOUT`] ends the process.
 pub(crate) fn serve_on<B: Backend>(
     stream: UnixStream,
     driver_id: DriverId,
     backend: B,
+    process: bool,
 ) -> Result<Exit, Error> {
     let writer = Arc::new(Writer::new(&stream)?);
     let reader = Arc::new(Reader::new(stream)?);
-    let watch = Watch::start(reader.clone(), writer.clone())?;
+    let watch = Watch::start(reader.clone(), writer.clone(), process)?;
     let mut session = Session {
         reader,
         writer,

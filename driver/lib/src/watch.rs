@@ -8,17 +8,26 @@
 //! after it saw a call running; the same number then means one call has run at least that
 //! long, and the watcher reads until it ends. With no call in progress the watcher sleeps
 //! until the next one starts (one wake-up per busy period, not per call).
+//!
+//! When the server asks the driver to stop, or goes away, during such a call, the IPC
+//! thread can act only once the call returns. In a driver process ([`crate::run`]) the
+//! watcher then gives the call [`STOP_TIMEOUT`] and ends the process if it is still
+//! running, as a driver whose backend does not stop in time always has.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use std::time::Instant;
+
 use chipcard_ipc::message::{Message, Ping, PingResponse, ToDriver};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::reader::{Incoming, Reader};
+use crate::serve::STOP_TIMEOUT;
 use crate::writer::Writer;
+use crate::{EXIT_FAILURE, EXIT_OK};
 
 /// How long a backend call runs before the watcher reads for the IPC thread.
 pub(crate) const TAKEOVER: Duration = Duration::from_millis(100);
@@ -42,6 +51,8 @@ struct Inner {
     /// Whether the watcher must end.
     stop: Mutex<bool>,
     wake: Condvar,
+    /// End the process when a call outlasts a stop request by [`STOP_TIMEOUT`].
+    exit_stuck: bool,
 }
 
 impl Inner {
@@ -51,13 +62,20 @@ impl Inner {
 }
 
 impl Watch {
-    /// Starts the watcher thread.
-    pub(crate) fn start(reader: Arc<Reader>, writer: Arc<Writer>) -> std::io::Result<Watch> {
+    /// Starts the watcher thread. With `exit_stuck` (a driver process) it ends the process
+    /// when a backend call outlasts the server's stop request (or its going away) by
+    /// [`STOP_TIMEOUT`].
+    pub(crate) fn start(
+        reader: Arc<Reader>,
+        writer: Arc<Writer>,
+        exit_stuck: bool,
+    ) -> std::io::Result<Watch> {
         let inner = Arc::new(Inner {
             call: AtomicU64::new(0),
             parked: AtomicBool::new(false),
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            exit_stuck,
         });
         let theirs = inner.clone();
         let span = tracing::Span::current();
@@ -144,20 +162,62 @@ fn watch(inner: &Inner, reader: &Reader, writer: &Writer) {
         }
         debug!("a backend call takes long; the watcher answers pings meanwhile");
         let mut locked = reader.lock();
+        let mut open = true;
+        // When the server asked to stop (or went away), and the exit code for that.
+        let mut told_to_stop: Option<(Instant, u8)> = None;
         while inner.call.load(Ordering::SeqCst) == call && !*inner.lock() {
-            let open = locked.read_for(SLICE, |item| match item {
-                Incoming::Message(envelope) if is_ping(&envelope) => {
-                    if let Err(e) = writer.send(Some(envelope.id), &PingResponse {}) {
-                        warn!(error = %e, "cannot answer a ping");
-                    }
-                    None
-                }
-                other => Some(other),
-            });
             if !open {
-                break;
+                // Nothing more to read; only the stop deadline is left to watch.
+                thread::sleep(SLICE);
+            } else {
+                open = locked.read_for(SLICE, |item| match item {
+                    Incoming::Message(envelope) if is_ping(&envelope) => {
+                        if let Err(e) = writer.send(Some(envelope.id), &PingResponse {}) {
+                            warn!(error = %e, "cannot answer a ping");
+                        }
+                        None
+                    }
+                    other => {
+                        if told_to_stop.is_none() {
+                            told_to_stop = stop_request(&other).map(|code| (Instant::now(), code));
+                        }
+                        Some(other)
+                    }
+                });
+                if !open && told_to_stop.is_none() {
+                    told_to_stop = Some((Instant::now(), EXIT_OK));
+                }
+            }
+            if let Some((since, code)) = told_to_stop {
+                if inner.exit_stuck && since.elapsed() >= STOP_TIMEOUT {
+                    error!(
+                        "a backend call did not return within {STOP_TIMEOUT:?} of the server's \
+                         stop request (or end); exiting anyway"
+                    );
+                    std::process::exit(i32::from(code));
+                }
             }
         }
+    }
+}
+
+/// Whether a message the watcher leaves for the IPC thread ends the driver, and with which
+/// exit code.
+fn stop_request(item: &Incoming) -> Option<u8> {
+    match item {
+        Incoming::Message(envelope)
+            if envelope.refid.is_none()
+                && matches!(
+                    ToDriver::decode(&envelope.cmd, &envelope.data),
+                    Ok(ToDriver::StopDriver(_))
+                ) =>
+        {
+            Some(EXIT_OK)
+        }
+        Incoming::Broken(_) => Some(EXIT_FAILURE),
+        Incoming::End(Some(_)) => Some(EXIT_FAILURE),
+        Incoming::End(None) => Some(EXIT_OK),
+        _ => None,
     }
 }
 
