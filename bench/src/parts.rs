@@ -12,7 +12,7 @@ use chipcard_ipc::{Envelope, EnvelopeCodec, Outgoing};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::floor::{to_hex, wire_bytes, SELECT_MF};
 use crate::report::Row;
@@ -66,17 +66,20 @@ async fn card_ids(client: &Client) -> anyhow::Result<Vec<CardId>> {
 }
 
 /// A client speaking frames itself (no chipcard-client): the server and driver without
-/// the client library's tasks, for part b's breakdown.
+/// the client library, for part b's breakdown. Its socket is set up as chipcard-client's
+/// and the floor's are (chipcard_sock halves).
 struct RawClient {
-    framed: Framed<UnixStream, EnvelopeCodec>,
+    reader: FramedRead<chipcard_sock::ReadHalf, EnvelopeCodec>,
+    writer: FramedWrite<chipcard_sock::WriteHalf, EnvelopeCodec>,
     next_id: u32,
 }
 
 impl RawClient {
     async fn connect(socket: &Path, card: CardId) -> anyhow::Result<RawClient> {
-        let stream = UnixStream::connect(socket).await?;
+        let (read, write) = chipcard_sock::split_tokio(UnixStream::connect(socket).await?)?;
         let mut raw = RawClient {
-            framed: Framed::new(stream, EnvelopeCodec::new()),
+            reader: FramedRead::new(read, EnvelopeCodec::new()),
+            writer: FramedWrite::new(write, EnvelopeCodec::new()),
             next_id: 0,
         };
         raw.call(&ClientReady {
@@ -100,9 +103,9 @@ impl RawClient {
     async fn call(&mut self, msg: &impl Outgoing) -> anyhow::Result<Envelope> {
         self.next_id += 1;
         let id = self.next_id;
-        self.framed.send(Envelope::new(id, None, msg)).await?;
+        self.writer.send(Envelope::new(id, None, msg)).await?;
         loop {
-            let env = self.framed.next().await.context("connection closed")???;
+            let env = self.reader.next().await.context("connection closed")???;
             if env.refid == Some(id) {
                 return Ok(env);
             }
@@ -141,7 +144,7 @@ pub async fn round_trip(plan: &Plan, server: &Chipcardd) -> anyhow::Result<Round
         .spawn()
         .context("start the relay")?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut stream = loop {
+    let stream = loop {
         match UnixStream::connect(&relay_sock).await {
             Ok(s) => break s,
             Err(_) if Instant::now() < deadline => {
@@ -150,6 +153,8 @@ pub async fn round_trip(plan: &Plan, server: &Chipcardd) -> anyhow::Result<Round
             Err(e) => return Err(e).context("connect to the relay"),
         }
     };
+    // The same socket set-up as chipcard-client's (see chipcard_sock).
+    let (mut stream_rd, mut stream_wr) = chipcard_sock::split_tokio(stream)?;
     let mut buf = vec![0u8; reply.len()];
     let raw_card = *card_ids(&client).await?.get(1).context("no second card")?;
     let mut raw = RawClient::connect(&server.socket, raw_card).await?;
@@ -187,14 +192,14 @@ pub async fn round_trip(plan: &Plan, server: &Chipcardd) -> anyhow::Result<Round
         }
         for _ in 0..count {
             let t = Instant::now();
-            stream.write_all(&request).await?;
-            stream.read_exact(&mut buf).await?;
+            stream_wr.write_all(&request).await?;
+            stream_rd.read_exact(&mut buf).await?;
             if round > 0 {
                 fl.push(t.elapsed());
             }
         }
     }
-    drop(stream);
+    drop((stream_rd, stream_wr));
     let _ = relay.wait();
     guard.release().await?;
 
@@ -460,7 +465,7 @@ pub fn pcsc_missing() -> Option<String> {
     None
 }
 
-/// c (direct half): the pcsc crate on the card in [`READER_0`], on a thread of its own.
+/// c (direct half): the pcsc crate on the card in [`chipcard_testlab::pcscd::READER_0`], on a thread of its own.
 fn pcsc_direct(socket: &Path, n: usize, warm: usize) -> anyhow::Result<Samples> {
     use chipcard_testlab::pcscd::READER_0;
     // libpcsclite reads this once, at the first call; nothing else in this process uses it.

@@ -77,7 +77,8 @@ pub fn section(rows: &[Row], quick: bool, svg: Option<&str>) -> String {
          every comparison side by side in one run on the same machine, so the ratios matter \
          more than the absolute figures. References: **b** the floor, a relay of the same \
          framed bytes over the same three-process path (client → `chipcard-bench relay` → \
-         `chipcard-bench echo-driver` over a socketpair) without parsing, measured in \
+         `chipcard-bench echo-driver` over a socketpair) without parsing, its client on the \
+         same kind of socket halves as chipcard-client (`chipcard_sock`), measured in \
          alternating batches with chipcardd; **c** the `pcsc` crate talking to the same \
          virtual card (chipcard-vpcd-card) behind the same isolated pcscd. **a** (group \
          format vs serde_json) is the ipc crate's criterion bench: `cargo bench -p chipcard-ipc`.\n\n",

@@ -1,7 +1,7 @@
 //! chipcard IPC: the language every part of chipcard speaks.
 //!
 //! - [`model`]: the group-format document ([`Group`], [`Variable`], [`Value`]).
-//! - [`parse`] and [`write`]: the group-format parser and its two writers (pretty, compact).
+//! - [`parse`](mod@parse) and [`write`](mod@write): the group-format parser and its two writers (pretty, compact).
 //! - [`view`]: a parsed document borrowing from its text, which typed messages are read from.
 //! - [`codec`]: the HTTP-like frames of PROTOCOL §2 as a tokio-util codec.
 //! - [`envelope`]: the `ipc {}` / `data {}` envelope, error codes and id rules.

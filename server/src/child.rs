@@ -1,10 +1,16 @@
 //! What drivers and services have in common on the server's side: a child process started
-//! on a socketpair with a scrubbed environment, killed and reaped when done, and a
-//! [`Link`] through which other tasks send it requests and get the answers.
+//! on a socketpair with a scrubbed environment, killed and reaped when done; the buffered
+//! connection to it ([`Conn`]); and a [`Link`] through which other tasks send it requests.
 //!
-//! A request goes into the link's channel with a oneshot for the answer; the process's
-//! connection loop gives it an id, remembers the oneshot under that id, and completes it
-//! when the response with that refid arrives.
+//! A request goes into the link's channel with an [`Answer`], the callback that takes the
+//! response; the process's connection loop gives it an id, remembers the answer under that
+//! id ([`Pending`]) and calls it, on the loop's own task, when the response with that refid
+//! arrives (or when the request's time is up, or the child goes away). A request needs no
+//! task of its own and no channel for its answer.
+//!
+//! Writes are buffered: messages are encoded into the connection's write buffer and flushed
+//! when the loop has nothing else ready, so requests that arrive together go out in one
+//! write.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -12,11 +18,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use chipcard_ipc::{Envelope, Group};
-use tokio::net::UnixStream;
+use chipcard_ipc::{Envelope, EnvelopeCodec, Group, IdCounter, IdOrder, Outgoing};
+use chipcard_sock::{ReadHalf, WriteHalf};
+use futures::{Sink, SinkExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, warn};
 
 /// The environment variables a driver or service process inherits; all others are removed.
@@ -32,8 +40,8 @@ pub const CHILD_ENV: &[&str] = &[
 /// How long a child has to exit after being told to stop, or after being killed.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-/// How many requests may wait for a connection to send them.
-const CALL_QUEUE: usize = 64;
+/// The initial size of a child connection's read and write buffers (they grow as needed).
+const BUFFER: usize = 8 * 1024;
 
 /// Starts `program --ipc-fd 0 ID_FLAG ID` with its end of a socketpair as stdin, standard
 /// output `/dev/null` and standard error inherited. With `run_as` (uid, gid) the process
@@ -44,7 +52,7 @@ pub fn spawn(
     id_flag: &str,
     id: &str,
     run_as: Option<(u32, u32)>,
-) -> std::io::Result<(Child, UnixStream)> {
+) -> std::io::Result<(Child, Conn)> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut command = Command::new(program);
     command.env_clear();
@@ -69,9 +77,7 @@ pub fn spawn(
     // The command holds our copy of the child's end; close it so that the child's exit
     // closes the connection.
     drop(command);
-    ours.set_nonblocking(true)?;
-    let stream = UnixStream::from_std(ours)?;
-    Ok((child, stream))
+    Ok((child, Conn::new(ours)?))
 }
 
 /// Kills `child` (if it still runs) and reaps it.
@@ -96,13 +102,99 @@ pub async fn await_exit_or_kill(child: &mut Child) {
     }
 }
 
-/// A request for a child and where its answer goes.
+/// The connection to a child: frames in, buffered frames out, ids both ways.
+#[derive(Debug)]
+pub struct Conn {
+    // chipcard_sock's halves, not tokio's: they do not wake the server each time the
+    // child reads (see that crate).
+    /// Frames from the child.
+    pub reader: FramedRead<ReadHalf, EnvelopeCodec>,
+    /// Frames to the child, buffered until [`Conn::flush`].
+    pub writer: FramedWrite<WriteHalf, EnvelopeCodec>,
+    ids: IdCounter,
+    /// The child's ids, which must increase.
+    pub order: IdOrder,
+    /// Frames are in the write buffer.
+    pub unflushed: bool,
+}
+
+impl Conn {
+    fn new(stream: std::os::unix::net::UnixStream) -> std::io::Result<Conn> {
+        let (read, write) = chipcard_sock::split(stream)?;
+        Ok(Conn {
+            reader: FramedRead::with_capacity(read, EnvelopeCodec::new(), BUFFER),
+            writer: FramedWrite::with_capacity(write, EnvelopeCodec::new(), BUFFER),
+            ids: IdCounter::new(),
+            order: IdOrder::new(),
+            unflushed: false,
+        })
+    }
+
+    /// Encodes a message into the write buffer (see [`Conn::flush`]); returns its id.
+    pub fn queue(&mut self, refid: Option<u32>, msg: &impl Outgoing) -> Result<u32, String> {
+        let id = self.ids.next_id();
+        // `start_send` only encodes into the buffer; flushing is separate, and the buffer
+        // is bounded by the requests in progress.
+        std::pin::Pin::new(&mut self.writer)
+            .start_send(Envelope::new(id, refid, msg))
+            .map_err(|e| e.to_string())?;
+        self.unflushed = true;
+        Ok(id)
+    }
+
+    /// Writes the buffer out, waiting as long as that takes.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        self.unflushed = false;
+        SinkExt::<Envelope>::flush(&mut self.writer)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends one message and waits until it is written; returns its id.
+    pub async fn send(&mut self, refid: Option<u32>, msg: &impl Outgoing) -> Result<u32, String> {
+        let id = self.queue(refid, msg)?;
+        self.flush().await?;
+        Ok(id)
+    }
+}
+
+/// Takes a child's response to one request, or the reason there is none. Called once, on
+/// the child's connection task: it must not block (it may lock the registry).
+pub type Answer<Resp> = Box<dyn FnOnce(Result<Resp, CallError>) + Send>;
+
+/// An [`Answer`] that is called exactly once: dropped without an answer (the child went
+/// away with the request still queued) it answers [`CallError::Gone`].
+struct AnswerOnce<Resp>(Option<Answer<Resp>>);
+
+impl<Resp> AnswerOnce<Resp> {
+    fn give(mut self, result: Result<Resp, CallError>) {
+        if let Some(answer) = self.0.take() {
+            answer(result);
+        }
+    }
+}
+
+impl<Resp> Drop for AnswerOnce<Resp> {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer(Err(CallError::Gone));
+        }
+    }
+}
+
+impl<Resp> std::fmt::Debug for AnswerOnce<Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnswerOnce")
+    }
+}
+
+/// A request for a child, where its answer goes and until when it may come.
 #[derive(Debug)]
 pub struct Call<Req, Resp> {
     /// The request.
     pub msg: Req,
-    /// Where the response goes.
-    pub reply: oneshot::Sender<Resp>,
+    deadline: Instant,
+    answer: AnswerOnce<Resp>,
 }
 
 /// Why a request to a child got no answer.
@@ -115,9 +207,12 @@ pub enum CallError {
 }
 
 /// The way to send requests to a running child; cheap to clone.
+///
+/// The queue is unbounded: what waits in it is bounded by the clients' own limits
+/// (`maxClients` × `maxRequestsPerClient`), and requests keep their order.
 #[derive(Debug)]
 pub struct Link<Req, Resp> {
-    tx: mpsc::Sender<Call<Req, Resp>>,
+    tx: mpsc::UnboundedSender<Call<Req, Resp>>,
 }
 
 impl<Req, Resp> Clone for Link<Req, Resp> {
@@ -128,21 +223,31 @@ impl<Req, Resp> Clone for Link<Req, Resp> {
     }
 }
 
-impl<Req, Resp> Link<Req, Resp> {
-    /// Sends a request and waits up to `limit` for its response.
-    pub async fn call(&self, msg: impl Into<Req>, limit: Duration) -> Result<Resp, CallError> {
-        let (reply, rx) = oneshot::channel();
+impl<Req, Resp: Send + 'static> Link<Req, Resp> {
+    /// Sends a request; `answer` gets its response, or [`CallError::Timeout`] when none came
+    /// within `limit`, or [`CallError::Gone`] when the child went away first. Never waits;
+    /// `answer` may be called before this returns (the child is gone).
+    pub fn send(&self, msg: impl Into<Req>, limit: Duration, answer: Answer<Resp>) {
         let call = Call {
             msg: msg.into(),
-            reply,
+            deadline: Instant::now() + limit,
+            answer: AnswerOnce(Some(answer)),
         };
-        let exchange = async {
-            self.tx.send(call).await.map_err(|_| CallError::Gone)?;
-            rx.await.map_err(|_| CallError::Gone)
-        };
-        tokio::time::timeout(limit, exchange)
-            .await
-            .unwrap_or(Err(CallError::Timeout))
+        // A closed queue hands the call back; dropping it answers `Gone`.
+        let _ = self.tx.send(call);
+    }
+
+    /// Sends a request and waits up to `limit` for its response.
+    pub async fn call(&self, msg: impl Into<Req>, limit: Duration) -> Result<Resp, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            msg,
+            limit,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.await.unwrap_or(Err(CallError::Gone))
     }
 }
 
@@ -150,13 +255,116 @@ impl<Req, Resp> Link<Req, Resp> {
 #[derive(Debug)]
 pub struct LinkEnd<Req, Resp> {
     /// The requests.
-    pub rx: mpsc::Receiver<Call<Req, Resp>>,
+    pub rx: mpsc::UnboundedReceiver<Call<Req, Resp>>,
+}
+
+impl<Req, Resp> LinkEnd<Req, Resp> {
+    /// Closes the link: requests still queued are answered [`CallError::Gone`], and so is
+    /// every later one.
+    pub fn close(&mut self) {
+        self.rx.close();
+        while let Ok(call) = self.rx.try_recv() {
+            drop(call);
+        }
+    }
 }
 
 /// A new link and its receiving end.
 pub fn link<Req, Resp>() -> (Link<Req, Resp>, LinkEnd<Req, Resp>) {
-    let (tx, rx) = mpsc::channel(CALL_QUEUE);
+    let (tx, rx) = mpsc::unbounded_channel();
     (Link { tx }, LinkEnd { rx })
+}
+
+/// A request sent to a child, waiting for its response.
+#[derive(Debug)]
+struct Waiting<Resp> {
+    deadline: Instant,
+    answer: AnswerOnce<Resp>,
+}
+
+/// The requests written to a child and not answered yet, by message id.
+#[derive(Debug)]
+pub struct Pending<Resp> {
+    calls: HashMap<u32, Waiting<Resp>>,
+    /// No request's deadline is earlier than this (it may be later: answered requests are
+    /// not looked for until then).
+    pub next_expiry: Option<Instant>,
+}
+
+impl<Resp> Default for Pending<Resp> {
+    fn default() -> Self {
+        Pending {
+            calls: HashMap::new(),
+            next_expiry: None,
+        }
+    }
+}
+
+impl<Resp> Pending<Resp> {
+    /// Remembers `call`, written with id `msg_id`.
+    pub fn insert<Req>(&mut self, msg_id: u32, call: Call<Req, Resp>) {
+        if self.next_expiry.map_or(true, |at| call.deadline < at) {
+            self.next_expiry = Some(call.deadline);
+        }
+        self.calls.insert(
+            msg_id,
+            Waiting {
+                deadline: call.deadline,
+                answer: call.answer,
+            },
+        );
+    }
+
+    /// No request waits.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// A response: decodes it and gives it to the request waiting for it. A response that
+    /// does not decode is handed over as `bad(why)`.
+    pub fn answer(
+        &mut self,
+        refid: u32,
+        env: &Envelope,
+        decode: impl FnOnce(&str, &Group) -> Result<Resp, chipcard_ipc::Error>,
+        bad: impl FnOnce(String) -> Resp,
+    ) {
+        let Some(waiting) = self.calls.remove(&refid) else {
+            // Also the late answer to a request that timed out.
+            debug!(refid, cmd = %env.cmd, "response to no waiting request ignored");
+            return;
+        };
+        let msg = decode(&env.cmd, &env.data).unwrap_or_else(|e| {
+            warn!(refid, cmd = %env.cmd, error = %e, "bad response");
+            bad(e.to_string())
+        });
+        waiting.answer.give(Ok(msg));
+    }
+
+    /// Answers `Timeout` to the requests whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) {
+        let expired: Vec<u32> = self
+            .calls
+            .iter()
+            .filter(|(_, waiting)| waiting.deadline <= now)
+            .map(|(&msg_id, _)| msg_id)
+            .collect();
+        for msg_id in expired {
+            if let Some(waiting) = self.calls.remove(&msg_id) {
+                debug!(msg_id, "request timed out");
+                waiting.answer.give(Err(CallError::Timeout));
+            }
+        }
+        self.next_expiry = self.calls.values().map(|waiting| waiting.deadline).min();
+    }
+
+    /// Fails every waiting request with `Gone`.
+    pub fn fail_all(&mut self) {
+        for (_, waiting) in self.calls.drain() {
+            waiting.answer.give(Err(CallError::Gone));
+        }
+        self.next_expiry = None;
+    }
 }
 
 /// Ping settings for a connection.
@@ -176,22 +384,118 @@ pub async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// A response from a child: completes the request waiting for it. A response that does
-/// not decode is handed over as `bad(why)`.
-pub fn complete<R>(
-    pending: &mut HashMap<u32, oneshot::Sender<R>>,
-    refid: u32,
-    env: &Envelope,
-    decode: impl FnOnce(&str, &Group) -> Result<R, chipcard_ipc::Error>,
-    bad: impl FnOnce(String) -> R,
-) {
-    let Some(reply) = pending.remove(&refid) else {
-        warn!(refid, cmd = %env.cmd, "response to no request of ours");
-        return;
-    };
-    let msg = decode(&env.cmd, &env.data).unwrap_or_else(|e| {
-        warn!(refid, cmd = %env.cmd, error = %e, "bad response");
-        bad(e.to_string())
-    });
-    let _ = reply.send(msg);
+/// The earlier of two optional deadlines.
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use chipcard_ipc::message::{ErrorResponse, FromDriver, Ping, ToDriver};
+    use chipcard_ipc::ErrorCode;
+
+    use super::*;
+
+    type Seen = Arc<Mutex<Vec<Result<String, CallError>>>>;
+
+    /// An answer that records what it was given (the text of an error response).
+    fn recorder(seen: &Seen) -> Answer<FromDriver> {
+        let seen = seen.clone();
+        Box::new(move |result| {
+            let entry = result.map(|msg| match msg {
+                FromDriver::ErrorResponse(e) => e.text,
+                other => other.cmd().to_owned(),
+            });
+            seen.lock().expect("not poisoned").push(entry);
+        })
+    }
+
+    fn bad(why: String) -> FromDriver {
+        FromDriver::ErrorResponse(ErrorResponse::new(ErrorCode::DriverError, why))
+    }
+
+    #[tokio::test]
+    async fn a_call_on_a_closed_link_is_gone() {
+        let (link, mut end) = link::<ToDriver, FromDriver>();
+        end.close();
+        assert_eq!(
+            link.call(Ping {}, Duration::from_secs(1)).await.err(),
+            Some(CallError::Gone)
+        );
+        drop(end);
+        assert_eq!(
+            link.call(Ping {}, Duration::from_secs(1)).await.err(),
+            Some(CallError::Gone)
+        );
+    }
+
+    #[tokio::test]
+    async fn queued_calls_are_answered_gone_when_the_link_closes() {
+        let seen = Seen::default();
+        let (link, mut end) = link::<ToDriver, FromDriver>();
+        link.send(Ping {}, Duration::from_secs(5), recorder(&seen));
+        link.send(Ping {}, Duration::from_secs(5), recorder(&seen));
+        assert!(seen.lock().expect("not poisoned").is_empty());
+        end.close();
+        assert_eq!(
+            *seen.lock().expect("not poisoned"),
+            vec![Err(CallError::Gone), Err(CallError::Gone)]
+        );
+    }
+
+    #[tokio::test]
+    async fn pending_answers_responses_expires_late_ones_and_fails_the_rest() {
+        let seen = Seen::default();
+        let (link, mut end) = link::<ToDriver, FromDriver>();
+        let mut pending = Pending::default();
+        link.send(Ping {}, Duration::from_secs(60), recorder(&seen));
+        link.send(Ping {}, Duration::ZERO, recorder(&seen));
+        link.send(Ping {}, Duration::from_secs(60), recorder(&seen));
+        link.send(Ping {}, Duration::from_secs(30), recorder(&seen));
+        for msg_id in 1..=4 {
+            let call = end.rx.recv().await.expect("queued");
+            pending.insert(msg_id, call);
+        }
+        let earliest = pending.next_expiry.expect("requests wait");
+        assert!(earliest <= Instant::now());
+
+        // A good response, a response that does not decode, one to no request.
+        let response = Envelope::new(
+            10,
+            Some(1),
+            &ErrorResponse::new(ErrorCode::Timeout, "the reader timed out"),
+        );
+        pending.answer(1, &response, FromDriver::decode, bad);
+        let garbage = Envelope {
+            id: 11,
+            refid: Some(3),
+            cmd: "NoSuchMessage".into(),
+            data: Group::default(),
+        };
+        pending.answer(3, &garbage, FromDriver::decode, |why| {
+            bad(format!("bad: {why}"))
+        });
+        pending.answer(99, &response, FromDriver::decode, bad);
+
+        pending.expire(Instant::now());
+        assert!(pending.next_expiry.is_some_and(|at| at > Instant::now()));
+        pending.fail_all();
+        assert!(pending.is_empty());
+        assert_eq!(pending.next_expiry, None);
+        let seen = seen.lock().expect("not poisoned");
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(seen[0], Ok("the reader timed out".to_owned()));
+        assert!(
+            seen[1]
+                .as_ref()
+                .is_ok_and(|text| text.starts_with("bad: ") && text.contains("NoSuchMessage")),
+            "{seen:?}"
+        );
+        assert_eq!(seen[2..], [Err(CallError::Timeout), Err(CallError::Gone)]);
+    }
 }

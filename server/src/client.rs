@@ -14,13 +14,14 @@
 //! leaves its full queue of answers unread that long, is disconnected. A client that is
 //! idle between frames is never timed out.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chipcard_ipc::message::{ErrorResponse, ToClient};
 use chipcard_ipc::{ClientId, Envelope, EnvelopeCodec, ErrorCode, IdCounter, IdOrder};
-use futures::{SinkExt, StreamExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use chipcard_sock::{ReadHalf, WriteHalf};
+use futures::{Sink, SinkExt, StreamExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -31,8 +32,17 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::outbox::{Outbound, Outbox};
 use crate::server::Shared;
 
-type Reader = FramedRead<OwnedReadHalf, EnvelopeCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, EnvelopeCodec>;
+// chipcard_sock's halves, not tokio's: they do not wake this process each time the client
+// reads (see that crate).
+type Reader = FramedRead<ReadHalf, EnvelopeCodec>;
+type Writer = FramedWrite<WriteHalf, EnvelopeCodec>;
+
+/// The initial size of a client's read and write buffers. Most messages fit; the buffers
+/// grow for larger ones. Small, because every connected client has them, idle or not.
+const BUFFER: usize = 512;
+
+/// The writer task stops collecting queued messages into one write at this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// How long writing the refusal to a client over `maxClients` may take.
 const REFUSE_LIMIT: Duration = Duration::from_secs(1);
@@ -51,6 +61,13 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphore
     let closing = CancellationToken::new();
     let (outbox, rx) = Outbox::new(closing.clone());
     let peer = crate::access::Peer::of(&stream);
+    let (read_half, write_half) = match chipcard_sock::split_tokio(stream) {
+        Ok(halves) => halves,
+        Err(e) => {
+            warn!(error = %e, "cannot set up a client connection");
+            return;
+        }
+    };
     let client = shared.lock().add_client(outbox.clone(), peer.clone());
     let span = info_span!("client", client = %client);
     async move {
@@ -63,9 +80,8 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphore
             ),
             None => info!("connected (peer credentials unknown)"),
         }
-        let (read_half, write_half) = stream.into_split();
-        let sink = FramedWrite::new(write_half, EnvelopeCodec::new());
-        let stream = FramedRead::new(read_half, EnvelopeCodec::new());
+        let sink = FramedWrite::with_capacity(write_half, EnvelopeCodec::new(), BUFFER);
+        let stream = FramedRead::with_capacity(read_half, EnvelopeCodec::new(), BUFFER);
         let stall = shared.settings.client_idle_timeout;
         let writer = tokio::spawn(write_loop(sink, rx, closing.clone(), stall).in_current_span());
         read_loop(&shared, client, stream, &outbox).await;
@@ -101,10 +117,15 @@ async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, o
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A partial frame in the read buffer: its length and since when it has not grown.
     let mut partial: Option<(usize, Instant)> = None;
+    // Made once, not per request: each would register a waiter anew.
+    let closing = outbox.closing().cancelled();
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(closing, shutdown);
     loop {
         let item = tokio::select! {
-            _ = outbox.closing().cancelled() => return,
-            _ = shared.shutdown.cancelled() => return,
+            biased;
+            _ = &mut closing => return,
+            _ = &mut shutdown => return,
             item = stream.next() => item,
             _ = check.tick() => {
                 // `next` is cancel safe: the bytes read so far stay in the buffer.
@@ -144,10 +165,14 @@ async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, o
             continue;
         }
         // Back-pressure: wait for one of the client's requests to be answered.
-        let request = tokio::select! {
-            _ = outbox.closing().cancelled() => return,
-            _ = shared.shutdown.cancelled() => return,
-            permit = requests.clone().acquire_owned() => permit.ok(),
+        let request = match requests.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::select! {
+                biased;
+                _ = &mut closing => return,
+                _ = &mut shutdown => return,
+                permit = requests.clone().acquire_owned() => permit.ok(),
+            },
         };
         let Some(reply) = outbox.reserve(env.id, request, stall).await else {
             return;
@@ -160,6 +185,8 @@ fn protocol_error(text: String) -> ToClient {
     ErrorResponse::new(ErrorCode::Protocol, text).into()
 }
 
+/// Numbers and writes what the outbox holds. Messages queued together are encoded into
+/// the buffer one after the other and written with one flush, when the queue is empty.
 async fn write_loop(
     mut sink: Writer,
     mut rx: mpsc::Receiver<Outbound>,
@@ -167,16 +194,33 @@ async fn write_loop(
     stall: Duration,
 ) {
     let mut ids = IdCounter::new();
+    let closed = closing.cancelled();
+    tokio::pin!(closed);
     loop {
         let next = tokio::select! {
             biased;
             next = rx.recv() => next,
-            _ = closing.cancelled() => rx.try_recv().ok(),
+            _ = &mut closed => rx.try_recv().ok(),
         };
-        let Some(out) = next else { break };
-        let env = Envelope::new(ids.next_id(), out.refid, &out.msg);
+        let Some(mut out) = next else { break };
+        loop {
+            let env = Envelope::new(ids.next_id(), out.refid, &*out.msg);
+            // Only encodes into the buffer; the flush below writes.
+            if let Err(e) = Pin::new(&mut sink).start_send(env) {
+                debug!(error = %e, "cannot encode a message for the client");
+                closing.cancel();
+                return;
+            }
+            if sink.write_buffer().len() >= WRITE_BATCH {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(more) => out = more,
+                Err(_) => break,
+            }
+        }
         // A client that does not read for `stall` is given up.
-        match tokio::time::timeout(stall, sink.send(env)).await {
+        match tokio::time::timeout(stall, SinkExt::<Envelope>::flush(&mut sink)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 debug!(error = %e, "cannot write to client");

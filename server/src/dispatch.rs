@@ -247,6 +247,8 @@ fn unexpected(answer: &FromDriver) -> Failure {
     }
 }
 
+/// `CommandCard`: the APDU goes to the card's driver; the driver's connection task
+/// answers the client when the response comes (no task of its own per APDU).
 fn command_card(shared: &Arc<Shared>, client: ClientId, m: CommandCard, reply: Reply) {
     let card_id = m.card_id;
     let target = match shared.lock().owned_target(card_id, client) {
@@ -258,39 +260,37 @@ fn command_card(shared: &Arc<Shared>, client: ClientId, m: CommandCard, reply: R
             })
         }
     };
+    let request = CardCommand {
+        reader_id: target.reader,
+        slot: target.slot,
+        data: m.data,
+        target: m.target,
+    };
+    let limit = shared.settings.command_timeout;
     let shared = shared.clone();
-    tokio::spawn(
-        async move {
-            let request = CardCommand {
-                reader_id: target.reader,
-                slot: target.slot,
-                data: m.data,
-                target: m.target,
-            };
-            let limit = shared.settings.command_timeout;
-            let result = match target.link.call(request, limit).await {
-                Ok(FromDriver::CardCommandResponse(r)) if r.outcome.is_ok() => Ok(r.data),
-                Ok(FromDriver::CardCommandResponse(r)) => Err(Failure::new(
-                    r.outcome.error.unwrap_or(ErrorCode::DriverError),
-                    r.outcome.text,
-                )),
-                Ok(other) => Err(unexpected(&other)),
-                Err(e) => Err(call_failure(e)),
-            };
-            let response = match result {
-                Ok(data) => CommandCardResponse {
-                    outcome: Outcome::ok("ok"),
-                    data,
-                },
-                Err(f) => CommandCardResponse {
-                    outcome: failed(driver_failure(&shared, card_id, f)),
-                    data: None,
-                },
-            };
-            reply.send(response);
-        }
-        .in_current_span(),
-    );
+    let answer = move |result: Result<FromDriver, CallError>| {
+        let result = match result {
+            Ok(FromDriver::CardCommandResponse(r)) if r.outcome.is_ok() => Ok(r.data),
+            Ok(FromDriver::CardCommandResponse(r)) => Err(Failure::new(
+                r.outcome.error.unwrap_or(ErrorCode::DriverError),
+                r.outcome.text,
+            )),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(call_failure(e)),
+        };
+        let response = match result {
+            Ok(data) => CommandCardResponse {
+                outcome: Outcome::ok("ok"),
+                data,
+            },
+            Err(f) => CommandCardResponse {
+                outcome: failed(driver_failure(&shared, card_id, f)),
+                data: None,
+            },
+        };
+        reply.send(response);
+    };
+    target.link.send(request, limit, Box::new(answer));
 }
 
 fn card_reset(shared: &Arc<Shared>, client: ClientId, m: CardReset, reply: Reply) {

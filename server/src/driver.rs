@@ -2,37 +2,43 @@
 //! `DriverStart`/`DriverReady` handshake, and the connection loop that routes responses by
 //! refid, turns events into registry changes and pings the driver.
 //!
-//! Other tasks reach the driver through a [`DriverLink`] (a [`crate::child::Link`]).
+//! Other tasks reach the driver through a [`DriverLink`] (a [`crate::child::Link`]): a
+//! request carries its answer callback, and the connection loop calls it when the response
+//! arrives, when the request's time is up, or when the driver goes away.
+//!
+//! Writes are buffered ([`crate::child::Conn`]): requests that arrive together go out in
+//! one write. The loop never waits for a write to finish: a driver that is slow to read
+//! cannot stop the loop from reading its responses or timing requests out.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use chipcard_ipc::message::{
     DriverReader, DriverStart, ErrorResponse, FromDriver, Ping, StopDriver, ToDriver,
 };
-use chipcard_ipc::{
-    DriverId, Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, IdOrder, Outgoing,
-};
-use futures::{SinkExt, StreamExt};
-use tokio::net::UnixStream;
+use chipcard_ipc::{DriverId, Envelope, ErrorCode, Group, Outgoing};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::process::Child;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::child::{self, sleep_until_some};
+use crate::child::{self, Conn, Pending};
 pub use crate::child::{CallError, Pinging, CHILD_ENV as DRIVER_ENV};
 use crate::error::{Error, Result};
 use crate::server::Shared;
+
+/// The most requests the loop takes from its link before it writes them out.
+const CALL_BATCH: usize = 64;
 
 /// The way to send requests to a running driver; cheap to clone.
 pub type DriverLink = child::Link<ToDriver, FromDriver>;
 
 /// The receiving end of a [`DriverLink`], owned by the connection loop.
 pub type LinkEnd = child::LinkEnd<ToDriver, FromDriver>;
+
+/// Takes a driver's response to one request (see [`child::Answer`]).
+pub type Answer = child::Answer<FromDriver>;
 
 /// A new link and its receiving end.
 pub fn link() -> (DriverLink, LinkEnd) {
@@ -85,32 +91,26 @@ pub type Settled = Option<tokio::sync::oneshot::Sender<()>>;
 #[derive(Debug)]
 pub struct DriverProcess {
     child: Child,
-    conn: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-    order: IdOrder,
+    conn: Conn,
 }
 
 impl DriverProcess {
-    /// Starts `program --ipc-fd 0 --driver-id 0x...` with its end of a socketpair as stdin
-    /// (see [`child::spawn`]; drivers get a scrubbed environment, [`DRIVER_ENV`]).
+    /// Starts `program --ipc-fd 0 --driver-id 0x...` with its end of a socketpair as stdin.
+    /// With `run_as` (uid, gid) the process gets that user and group (and no supplementary
+    /// groups: the standard library drops them when it changes the uid as root).
     pub fn spawn(
         program: &Path,
         id: DriverId,
         run_as: Option<(u32, u32)>,
     ) -> Result<DriverProcess> {
-        let (child, stream): (Child, UnixStream) =
+        let (child, conn) =
             child::spawn(program, "--driver-id", &id.to_string(), run_as).map_err(|source| {
                 Error::SpawnDriver {
                     program: program.to_owned(),
                     source,
                 }
             })?;
-        Ok(DriverProcess {
-            child,
-            conn: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-            order: IdOrder::new(),
-        })
+        Ok(DriverProcess { child, conn })
     }
 
     /// The process id, for logs.
@@ -118,14 +118,9 @@ impl DriverProcess {
         self.child.id()
     }
 
-    /// Sends one message.
+    /// Sends one message and waits until it is written.
     pub async fn send(&mut self, refid: Option<u32>, msg: &impl Outgoing) -> Result<u32, String> {
-        let id = self.ids.next_id();
-        self.conn
-            .send(Envelope::new(id, refid, msg))
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(id)
+        self.conn.send(refid, msg).await
     }
 
     /// Sends `DriverStart` and waits for `DriverReady` (the caller bounds the time).
@@ -139,7 +134,7 @@ impl DriverProcess {
         )
         .await?;
         loop {
-            let env = match self.conn.next().await {
+            let env = match self.conn.reader.next().await {
                 None => return Err("the driver closed its connection before DriverReady".into()),
                 Some(Err(e)) => return Err(format!("driver broke the protocol: {e}")),
                 Some(Ok(Err(e))) => {
@@ -148,7 +143,7 @@ impl DriverProcess {
                 }
                 Some(Ok(Ok(env))) => env,
             };
-            self.order.check(env.id).map_err(|e| e.to_string())?;
+            self.conn.order.check(env.id).map_err(|e| e.to_string())?;
             match FromDriver::decode(&env.cmd, &env.data) {
                 Ok(FromDriver::DriverReady(ready)) => {
                     if ready.driver_id != id {
@@ -185,11 +180,13 @@ impl DriverProcess {
         settled: Settled,
         stop: &CancellationToken,
     ) -> Ending {
-        let mut pending: HashMap<u32, oneshot::Sender<FromDriver>> = HashMap::new();
+        let mut pending = Pending::default();
         let ending = self
             .serve_loop(shared, id, link, pinging, &mut pending, settled, stop)
             .await;
-        if !matches!(ending, Ending::Shutdown) {
+        if matches!(ending, Ending::Shutdown) {
+            self.stop().await;
+        } else {
             let why = ending.to_string();
             let mut reg = shared.lock();
             if matches!(ending, Ending::Hung | Ending::Protocol(_)) {
@@ -197,7 +194,10 @@ impl DriverProcess {
             }
             reg.driver_down(id, &why);
         }
-        drop(pending);
+        // Outside the registry's lock: the answers may take it. Requests still queued and
+        // requests sent but unanswered fail with `Gone`.
+        link.close();
+        pending.fail_all();
         ending
     }
 
@@ -208,10 +208,11 @@ impl DriverProcess {
         id: DriverId,
         link: &mut LinkEnd,
         pinging: Pinging,
-        pending: &mut HashMap<u32, oneshot::Sender<FromDriver>>,
+        pending: &mut Pending<FromDriver>,
         mut settled: Settled,
         stop: &CancellationToken,
     ) -> Ending {
+        let DriverProcess { child, conn } = self;
         let ping_every = if pinging.interval.is_zero() {
             Duration::from_secs(24 * 3600)
         } else {
@@ -222,33 +223,48 @@ impl DriverProcess {
         let mut ping: Option<(u32, Instant)> = None;
         if settled.is_some() {
             // The settling ping: its answer comes after every event of the driver's start.
-            match self.send(None, &Ping {}).await {
+            match conn.queue(None, &Ping {}) {
                 Ok(msg_id) => ping = Some((msg_id, Instant::now() + pinging.timeout)),
                 Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
             }
         }
+        // Made once, not per turn of the loop: each would register a waiter anew.
+        let stopped = stop.cancelled();
+        let exited = child.wait();
+        // One timer for the ping deadline and for the oldest request's deadline. It is
+        // moved only when it must fire earlier, so a request costs no timer operation; a
+        // timer that fires for a request answered meanwhile just re-arms.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(stopped, exited, timer);
+        let mut timer_at: Option<Instant> = None;
         loop {
-            let ping_deadline = ping.map(|(_, at)| at);
-            tokio::select! {
-                _ = stop.cancelled() => {
-                    self.stop().await;
-                    return Ending::Shutdown;
+            let wake_at = child::earliest(ping.map(|(_, at)| at), pending.next_expiry);
+            if let Some(at) = wake_at {
+                if timer_at.map_or(true, |armed| at < armed) {
+                    timer.as_mut().reset(at);
+                    timer_at = Some(at);
                 }
-                status = self.child.wait() => {
+            }
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return Ending::Shutdown,
+                status = &mut exited => {
                     return Ending::Exited(match status {
                         Ok(s) => s.to_string(),
                         Err(e) => e.to_string(),
                     });
                 }
-                frame = self.conn.next() => match frame {
+                frame = conn.reader.next() => match frame {
                     None => return Ending::Closed,
                     Some(Err(e)) => {
-                        let _ = self.send(None, &ErrorResponse::new(ErrorCode::Protocol, e.to_string())).await;
+                        if conn.queue(None, &ErrorResponse::new(ErrorCode::Protocol, e.to_string())).is_ok() {
+                            let _ = tokio::time::timeout(child::EXIT_GRACE, conn.flush()).await;
+                        }
                         return Ending::Protocol(e.to_string());
                     }
                     Some(Ok(Err(e))) => warn!(error = %e, "bad message from driver ignored"),
                     Some(Ok(Ok(env))) => {
-                        if let Err(e) = self.order.check(env.id) {
+                        if let Err(e) = conn.order.check(env.id) {
                             return Ending::Protocol(e.to_string());
                         }
                         match env.refid {
@@ -258,33 +274,63 @@ impl DriverProcess {
                                     let _ = tx.send(());
                                 }
                             }
-                            Some(refid) => answer(pending, refid, &env),
+                            Some(refid) => pending.answer(refid, &env, FromDriver::decode, bad_response),
                             None => event(shared, id, &env),
                         }
                     }
                 },
                 Some(call) = link.rx.recv() => {
-                    match self.send(None, &call.msg).await {
-                        Ok(msg_id) => {
-                            pending.insert(msg_id, call.reply);
+                    // Take what else is queued too: one write for all of them.
+                    let mut next = Some(call);
+                    let mut taken = 0;
+                    while let Some(call) = next {
+                        match conn.queue(None, &call.msg) {
+                            Ok(msg_id) => pending.insert(msg_id, call),
+                            Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
                         }
-                        Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
+                        taken += 1;
+                        next = if taken < CALL_BATCH { link.rx.try_recv().ok() } else { None };
+                    }
+                    // Nothing else queued: write now, without another turn of the loop.
+                    // What the socket does not take at once is left to the flush branch.
+                    if taken < CALL_BATCH {
+                        if let Some(written) = SinkExt::<Envelope>::flush(&mut conn.writer).now_or_never() {
+                            conn.unflushed = false;
+                            if let Err(e) = written {
+                                return Ending::Protocol(format!("cannot write to driver: {e}"));
+                            }
+                        }
                     }
                 }
                 _ = ping_timer.tick(), if !pinging.interval.is_zero() && ping.is_none() => {
-                    match self.send(None, &Ping {}).await {
+                    match conn.queue(None, &Ping {}) {
                         Ok(msg_id) => ping = Some((msg_id, Instant::now() + pinging.timeout)),
                         Err(e) => return Ending::Protocol(format!("cannot write to driver: {e}")),
                     }
                 }
-                _ = sleep_until_some(ping_deadline) => return Ending::Hung,
+                () = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
+                    let now = Instant::now();
+                    if ping.is_some_and(|(_, at)| at <= now) {
+                        return Ending::Hung;
+                    }
+                    pending.expire(now);
+                }
+                // Last: only when nothing else is ready, so requests that came together
+                // leave in one write.
+                written = SinkExt::<Envelope>::flush(&mut conn.writer), if conn.unflushed => {
+                    conn.unflushed = false;
+                    if let Err(e) = written {
+                        return Ending::Protocol(format!("cannot write to driver: {e}"));
+                    }
+                }
             }
         }
     }
 
     /// Asks the driver to stop, and kills it if it does not within a grace period.
     async fn stop(&mut self) {
-        let _ = self.send(None, &StopDriver {}).await;
+        let _ = tokio::time::timeout(child::EXIT_GRACE, self.send(None, &StopDriver {})).await;
         child::await_exit_or_kill(&mut self.child).await;
     }
 
@@ -294,14 +340,12 @@ impl DriverProcess {
     }
 }
 
-/// A response: complete the request waiting for it.
-fn answer(pending: &mut HashMap<u32, oneshot::Sender<FromDriver>>, refid: u32, env: &Envelope) {
-    child::complete(pending, refid, env, FromDriver::decode, |e| {
-        FromDriver::ErrorResponse(ErrorResponse::new(
-            ErrorCode::DriverError,
-            format!("the driver sent a bad response: {e}"),
-        ))
-    });
+/// What a caller gets for a response from the driver that does not decode.
+fn bad_response(why: String) -> FromDriver {
+    FromDriver::ErrorResponse(ErrorResponse::new(
+        ErrorCode::DriverError,
+        format!("the driver sent a bad response: {why}"),
+    ))
 }
 
 /// An event: change the registry.

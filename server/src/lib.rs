@@ -34,8 +34,9 @@
 //! All state is one [`registry::CardRegistry`] behind one `std::sync::Mutex`
 //! ([`server::Shared::lock`]). It is never held across an `.await`: registry methods only
 //! change state and queue pushed messages without waiting. Tasks: one accept loop; per
-//! client a reader loop and a writer task, plus one task per request that must wait; per
-//! driver and per service a supervisor task that runs its connection loop.
+//! client a reader loop and a writer task, plus one task per request that must wait (a
+//! queued `TakeCard`, a reset; not `CommandCard`); per driver and per service a supervisor
+//! task that runs its connection loop.
 //!
 //! # A message's path, socket to driver and back
 //!
@@ -44,13 +45,18 @@
 //! [`outbox::Outbox`] and calls [`dispatch::handle`]. That looks the card up in the
 //! registry ([`registry::CardRegistry::owned_target`]: present? taken by this client?)
 //! and gets a [`registry::CardTarget`] — the driver's [`driver::DriverLink`], the driver's
-//! own reader id and the slot — then releases the lock and spawns a task that calls
-//! [`driver::DriverLink::call`] with a `CardCommand`. The driver's connection loop
-//! ([`driver::DriverProcess::serve`]) gives it an id, remembers the caller's oneshot under
-//! it and writes it to the driver's socketpair. The driver's `CardCommandResponse` comes back
-//! with that id as refid; the loop completes the oneshot, the request task builds the
-//! `CommandCardResponse` and puts it in the reserved slot; the client's writer task
-//! numbers it and writes it with the request's id as refid.
+//! own reader id and the slot — then releases the lock and hands a `CardCommand` to
+//! [`driver::DriverLink::send`] together with an answer callback that owns the reserved
+//! slot. The driver's connection loop ([`driver::DriverProcess::serve`]) gives it an id,
+//! remembers the callback under it and writes it to the driver's socketpair (requests that
+//! arrive together leave in one write). The driver's `CardCommandResponse` comes back with
+//! that id as refid; the loop calls the callback, which builds the `CommandCardResponse`
+//! and puts it in the reserved slot; the client's writer task numbers it and writes it with
+//! the request's id as refid. No task, channel or timer is made per APDU: one timer per
+//! driver connection watches the requests' deadlines (`commandTimeout`).
+//!
+//! The runtime has one thread (see `main.rs`); the sockets are `chipcard_sock` halves,
+//! which do not wake the server when a peer reads.
 //!
 //! Driver events (`CardInserted`, ...) take the other way: the driver's connection loop
 //! decodes them and calls the registry, which queues `Notification` and `CardAvailable`

@@ -79,7 +79,11 @@ fn try_main() -> anyhow::Result<ExitCode> {
         config: cli.config,
         socket: cli.socket,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a request is a few microseconds of work between socket reads and writes,
+    // and handing tasks between worker threads (wake-ups, shared queues, the registry lock
+    // bouncing between CPUs) cost more than a second thread gains, on a machine the clients
+    // and drivers share (docs/performance.md, "Profile and fixes").
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

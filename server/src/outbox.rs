@@ -21,8 +21,9 @@ pub const CAPACITY: usize = 256;
 pub struct Outbound {
     /// The id of the request answered; `None` for pushes.
     pub refid: Option<u32>,
-    /// The message.
-    pub msg: ToClient,
+    /// The message, boxed: the queue allocates its slots 32 at a time, and an unboxed
+    /// `ToClient` would make that 5.5 KiB for every connected client, idle or not.
+    pub msg: Box<ToClient>,
 }
 
 /// The sending side of a client's queue, plus the switch that closes the connection.
@@ -46,7 +47,10 @@ impl Outbox {
 
     /// Queues a message without waiting (also used for protocol errors, which have no slot).
     pub fn queue(&self, refid: Option<u32>, msg: ToClient) {
-        match self.tx.try_send(Outbound { refid, msg }) {
+        match self.tx.try_send(Outbound {
+            refid,
+            msg: Box::new(msg),
+        }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!("client does not read its messages; disconnecting it");
@@ -66,6 +70,18 @@ impl Outbox {
         request: Option<OwnedSemaphorePermit>,
         stall: Duration,
     ) -> Option<Reply> {
+        // Usually there is room, and then no timer is needed.
+        match self.tx.clone().try_reserve_owned() {
+            Ok(permit) => {
+                return Some(Reply {
+                    permit,
+                    refid,
+                    _request: request,
+                })
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return None,
+            Err(mpsc::error::TrySendError::Full(_)) => {}
+        }
         tokio::select! {
             _ = self.closing.cancelled() => None,
             _ = tokio::time::sleep(stall) => {
@@ -106,7 +122,7 @@ impl Reply {
     pub fn send(self, msg: impl Into<ToClient>) {
         self.permit.send(Outbound {
             refid: Some(self.refid),
-            msg: msg.into(),
+            msg: Box::new(msg.into()),
         });
     }
 }

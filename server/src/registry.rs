@@ -1012,7 +1012,7 @@ mod tests {
     fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<ToClient> {
         let mut out = Vec::new();
         while let Ok(m) = rx.try_recv() {
-            out.push(m.msg);
+            out.push(*m.msg);
         }
         out
     }

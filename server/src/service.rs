@@ -10,7 +10,6 @@
 //! backoff and given up after `restartMaxFailures` failures in a row. When a service ends
 //! its contexts are lost (see [`crate::services`]).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,19 +17,14 @@ use std::time::Duration;
 use chipcard_ipc::message::{
     ErrorResponse, FromService, Ping, ServiceReadyResponse, ServiceStart, StopService, ToService,
 };
-use chipcard_ipc::{
-    Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, IdOrder, Outcome, Outgoing, ServiceId,
-};
-use futures::{SinkExt, StreamExt};
-use tokio::net::UnixStream;
+use chipcard_ipc::{ErrorCode, Group, Outcome, Outgoing, ServiceId};
+use futures::StreamExt;
 use tokio::process::Child;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::child::{self, sleep_until_some, LinkEnd, Pinging};
+use crate::child::{self, sleep_until_some, Conn, LinkEnd, Pending, Pinging};
 use crate::config::ServiceConfig;
 use crate::driver::Settled;
 use crate::server::Shared;
@@ -57,30 +51,21 @@ enum Ending {
 #[derive(Debug)]
 struct ServiceProcess {
     child: Child,
-    conn: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-    order: IdOrder,
+    conn: Conn,
 }
 
 impl ServiceProcess {
     fn spawn(program: &Path, id: ServiceId, run_as: Option<(u32, u32)>) -> Result<Self, String> {
-        let (child, stream) = child::spawn(program, "--service-id", &id.to_string(), run_as)
+        let (child, conn) = child::spawn(program, "--service-id", &id.to_string(), run_as)
             .map_err(|e| format!("cannot start service {}: {e}", program.display()))?;
-        Ok(ServiceProcess {
-            child,
-            conn: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-            order: IdOrder::new(),
-        })
+        Ok(ServiceProcess { child, conn })
     }
 
     async fn send(&mut self, refid: Option<u32>, msg: &impl Outgoing) -> Result<u32, String> {
-        let id = self.ids.next_id();
         self.conn
-            .send(Envelope::new(id, refid, msg))
+            .send(refid, msg)
             .await
-            .map_err(|e| format!("cannot write to service: {e}"))?;
-        Ok(id)
+            .map_err(|e| format!("cannot write to service: {e}"))
     }
 
     /// Sends `ServiceStart` and waits for `ServiceReady` (the caller bounds the time); the
@@ -92,7 +77,7 @@ impl ServiceProcess {
         };
         self.send(None, &start).await?;
         loop {
-            let env = match self.conn.next().await {
+            let env = match self.conn.reader.next().await {
                 None => return Err("the service closed its connection before ServiceReady".into()),
                 Some(Err(e)) => return Err(format!("service broke the protocol: {e}")),
                 Some(Ok(Err(e))) => {
@@ -101,7 +86,7 @@ impl ServiceProcess {
                 }
                 Some(Ok(Ok(env))) => env,
             };
-            self.order.check(env.id).map_err(|e| e.to_string())?;
+            self.conn.order.check(env.id).map_err(|e| e.to_string())?;
             match FromService::decode(&env.cmd, &env.data) {
                 Ok(FromService::ServiceReady(ready)) => {
                     if let Some(code) = ready.outcome.error {
@@ -126,7 +111,7 @@ impl ServiceProcess {
     }
 
     /// Runs the connection until it ends: requests out, responses in, pings, and (with
-    /// `idle`) the idle check.
+    /// `idle`) the idle check. Requests still waiting then fail with `Gone`.
     async fn serve(
         &mut self,
         shared: &Shared,
@@ -136,7 +121,26 @@ impl ServiceProcess {
         idle: Option<Duration>,
         stop: &CancellationToken,
     ) -> Ending {
-        let mut pending: HashMap<u32, oneshot::Sender<FromService>> = HashMap::new();
+        let mut pending = Pending::default();
+        let ending = self
+            .serve_loop(shared, id, link, pinging, idle, &mut pending, stop)
+            .await;
+        link.close();
+        pending.fail_all();
+        ending
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_loop(
+        &mut self,
+        shared: &Shared,
+        id: ServiceId,
+        link: &mut LinkEnd<ToService, FromService>,
+        pinging: Pinging,
+        idle: Option<Duration>,
+        pending: &mut Pending<FromService>,
+        stop: &CancellationToken,
+    ) -> Ending {
         let ping_every = if pinging.interval.is_zero() {
             Duration::from_secs(24 * 3600)
         } else {
@@ -150,7 +154,7 @@ impl ServiceProcess {
         });
         let mut idle_timer = tokio::time::interval(idle_every);
         loop {
-            let ping_deadline = ping.map(|(_, at)| at);
+            let wake_at = child::earliest(ping.map(|(_, at)| at), pending.next_expiry);
             tokio::select! {
                 _ = stop.cancelled() => {
                     self.stop().await;
@@ -162,7 +166,7 @@ impl ServiceProcess {
                         Err(e) => format!("service exited ({e})"),
                     });
                 }
-                frame = self.conn.next() => match frame {
+                frame = self.conn.reader.next() => match frame {
                     None => return Ending::Ended("service closed its connection".into()),
                     Some(Err(e)) => {
                         let _ = self.send(None, &ErrorResponse::new(ErrorCode::Protocol, e.to_string())).await;
@@ -170,14 +174,14 @@ impl ServiceProcess {
                     }
                     Some(Ok(Err(e))) => warn!(error = %e, "bad message from service ignored"),
                     Some(Ok(Ok(env))) => {
-                        if let Err(e) = self.order.check(env.id) {
+                        if let Err(e) = self.conn.order.check(env.id) {
                             return Ending::Ended(format!("service broke the protocol: {e}"));
                         }
                         match env.refid {
                             Some(refid) if ping.is_some_and(|(p, _)| p == refid) => ping = None,
                             Some(refid) => {
                                 shared.lock().services_mut().touch(id);
-                                child::complete(&mut pending, refid, &env, FromService::decode, |e| {
+                                pending.answer(refid, &env, FromService::decode, |e| {
                                     FromService::ErrorResponse(ErrorResponse::new(
                                         ErrorCode::DriverError,
                                         format!("the service sent a bad response: {e}"),
@@ -190,9 +194,7 @@ impl ServiceProcess {
                 },
                 Some(call) = link.rx.recv() => {
                     match self.send(None, &call.msg).await {
-                        Ok(msg_id) => {
-                            pending.insert(msg_id, call.reply);
-                        }
+                        Ok(msg_id) => pending.insert(msg_id, call),
                         Err(e) => return Ending::Ended(e),
                     }
                 }
@@ -202,8 +204,12 @@ impl ServiceProcess {
                         Err(e) => return Ending::Ended(e),
                     }
                 }
-                _ = sleep_until_some(ping_deadline) => {
-                    return Ending::Ended("service did not answer a ping in time".into());
+                _ = sleep_until_some(wake_at) => {
+                    let now = Instant::now();
+                    if ping.is_some_and(|(_, at)| at <= now) {
+                        return Ending::Ended("service did not answer a ping in time".into());
+                    }
+                    pending.expire(now);
                 }
                 _ = idle_timer.tick(), if idle.is_some() && pending.is_empty() => {
                     let limit = idle.unwrap_or_default();

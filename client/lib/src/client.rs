@@ -154,7 +154,9 @@ impl Client {
                 path: socket.clone(),
                 source: Arc::new(e),
             })?;
-        let conn = Arc::new(Connection::start(stream, options.push_capacity));
+        let conn = Arc::new(
+            Connection::start(stream, options.push_capacity).map_err(|e| Error::Io(Arc::new(e)))?,
+        );
         let ready = ClientReady {
             application: options.application.clone(),
             chipcard_version: chipcard_ipc::PROTOCOL_VERSION.to_owned(),

@@ -1,27 +1,30 @@
-//! The connection: one writer task, one reader task, and the table of waiting requests.
+//! The connection: a reader task, the table of waiting requests, and a shared writer.
 //!
-//! Requests are written in the order their ids are handed out (the id is taken and the frame
-//! queued under one lock). The reader task hands each response to the request whose id its
-//! `refid` names, through a oneshot channel, and puts pushes into two bounded queues. It
-//! never waits for the application: a full push queue drops the newest push.
+//! A request is numbered, registered, encoded and written to the socket by the caller
+//! itself, all under one lock, so frames go out in id order and no task has to be woken to
+//! send it. Only when the server is behind and the socket is full does the connection's
+//! drain task write what is left, as room appears ([`chipcard_sock::SharedWriter`]).
+//!
+//! The reader task hands each response to the request whose id its `refid` names, through
+//! a oneshot channel, and puts pushes into two bounded queues. It never waits for the
+//! application: a full push queue drops the newest push.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chipcard_ipc::codec::MAX_BODY;
 use chipcard_ipc::message::{
     CardAvailable, FromClient, Message, Notification, ReleaseCard, TakeCard, ToClient,
 };
 use chipcard_ipc::{Envelope, EnvelopeCodec, FrameCodec, IdCounter, IdOrder, Outcome, Outgoing};
-use futures::{SinkExt, StreamExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use chipcard_sock::{ReadHalf, SharedWriter};
+use futures::StreamExt;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::error::{Error, Result};
 
@@ -32,8 +35,12 @@ struct Pending {
     tx: oneshot::Sender<Reply>,
 }
 
+/// The initial size of the read buffer (it grows for larger messages).
+const READ_BUFFER: usize = 4 * 1024;
+
 struct State {
     ids: IdCounter,
+    frames: FrameCodec,
     pending: HashMap<u32, Pending>,
     /// Set once, when the connection fails or ends.
     closed: Option<Error>,
@@ -41,22 +48,24 @@ struct State {
     notifications: Option<mpsc::Sender<Notification>>,
 }
 
-/// What the reader and writer tasks share with the handles.
+/// What the reader and drain tasks share with the handles. The state is locked together
+/// with the write buffer.
 struct Shared {
-    state: Mutex<State>,
+    out: SharedWriter<State>,
     dropped_pushes: AtomicU64,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> chipcard_sock::Locked<'_, State> {
+        self.out.lock()
     }
 
     /// Marks the connection closed with `reason` and fails every waiting request with it.
     /// The push queues are closed, so their streams end.
     fn close(&self, reason: Error) {
         let pending = {
-            let mut st = self.lock();
+            let mut locked = self.lock();
+            let st = locked.state();
             if st.closed.is_none() {
                 st.closed = Some(reason);
             }
@@ -64,7 +73,7 @@ impl Shared {
             st.notifications = None;
             std::mem::take(&mut st.pending)
         };
-        let reason = self.lock().closed.clone();
+        let reason = self.lock().state().closed.clone();
         if let Some(reason) = reason {
             for (_, p) in pending {
                 let _ = p.tx.send(Err(reason.clone()));
@@ -77,7 +86,6 @@ impl Shared {
 /// closes the connection after the queued messages are written.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<Bytes>,
     reader: JoinHandle<()>,
     pub(crate) cards: Arc<tokio::sync::Mutex<mpsc::Receiver<CardAvailable>>>,
     pub(crate) notifications: Arc<tokio::sync::Mutex<mpsc::Receiver<Notification>>>,
@@ -85,46 +93,44 @@ pub(crate) struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // The writer task ends by itself once `tx` is gone, after writing what is queued.
+        // The server sees the end of the stream once what is queued is written (the drain
+        // task ends then).
+        self.shared.out.close();
         self.reader.abort();
     }
 }
 
 impl Connection {
-    /// Starts the reader and writer tasks on an already connected stream.
+    /// Starts the reader and drain tasks on an already connected stream.
     /// Must be called within a tokio runtime.
-    pub(crate) fn start(stream: UnixStream, push_capacity: usize) -> Connection {
-        let (read, write) = stream.into_split();
+    pub(crate) fn start(stream: UnixStream, push_capacity: usize) -> std::io::Result<Connection> {
+        let stream = Arc::new(stream.into_std()?);
         let (cards_tx, cards_rx) = mpsc::channel(push_capacity.max(1));
         let (notes_tx, notes_rx) = mpsc::channel(push_capacity.max(1));
+        let state = State {
+            ids: IdCounter::new(),
+            frames: FrameCodec::new(),
+            pending: HashMap::new(),
+            closed: None,
+            cards: Some(cards_tx),
+            notifications: Some(notes_tx),
+        };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                ids: IdCounter::new(),
-                pending: HashMap::new(),
-                closed: None,
-                cards: Some(cards_tx),
-                notifications: Some(notes_tx),
-            }),
+            out: SharedWriter::new(stream.clone(), state)?,
             dropped_pushes: AtomicU64::new(0),
         });
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(
-            rx,
-            FramedWrite::new(write, FrameCodec::new()),
-            shared.clone(),
-        ));
+        let read = chipcard_sock::read_half(stream)?;
+        tokio::spawn(drain(shared.clone()));
         let reader = tokio::spawn(read_loop(
-            FramedRead::new(read, EnvelopeCodec::new()),
+            FramedRead::with_capacity(read, EnvelopeCodec::new(), READ_BUFFER),
             shared.clone(),
-            tx.downgrade(),
         ));
-        Connection {
+        Ok(Connection {
             shared,
-            tx,
             reader,
             cards: Arc::new(tokio::sync::Mutex::new(cards_rx)),
             notifications: Arc::new(tokio::sync::Mutex::new(notes_rx)),
-        }
+        })
     }
 
     /// How many pushes were dropped because their queue was full.
@@ -134,20 +140,25 @@ impl Connection {
 
     /// True once the connection has failed or ended.
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.lock().closed.is_some()
+        self.shared.lock().state().closed.is_some()
     }
 
     /// The error the connection closed with (or a generic one).
     pub(crate) fn closed_error(&self) -> Error {
-        self.shared.lock().closed.clone().unwrap_or(Error::Closed {
-            reason: "the connection task ended".into(),
-        })
+        self.shared
+            .lock()
+            .state()
+            .closed
+            .clone()
+            .unwrap_or(Error::Closed {
+                reason: "the connection task ended".into(),
+            })
     }
 
     /// Queues `msg` and registers its id; the receiver gets the answer.
     fn send(&self, msg: &FromClient) -> Result<(u32, oneshot::Receiver<Reply>)> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let id = queue(&self.shared, &self.tx, msg, reply_tx)?;
+        let id = queue(&self.shared, msg, reply_tx)?;
         Ok((id, reply_rx))
     }
 
@@ -155,7 +166,7 @@ impl Connection {
     /// Needs no runtime and never blocks, so it can be used in `Drop`.
     pub(crate) fn send_and_forget(&self, msg: &FromClient) {
         let (reply_tx, _) = oneshot::channel();
-        if let Err(e) = queue(&self.shared, &self.tx, msg, reply_tx) {
+        if let Err(e) = queue(&self.shared, msg, reply_tx) {
             tracing::debug!(cmd = msg.cmd(), error = %e, "could not queue a message");
         }
     }
@@ -170,7 +181,7 @@ impl Connection {
             Err(_) => {
                 // A late TakeCard answer must still be seen, to give the card back.
                 if cmd != TakeCard::CMD {
-                    self.shared.lock().pending.remove(&id);
+                    self.shared.lock().state().pending.remove(&id);
                 }
                 return Err(Error::Timeout {
                     what: format!("the answer to {cmd}"),
@@ -184,15 +195,16 @@ impl Connection {
     }
 }
 
-/// Takes an id, registers the reply channel and queues the frame, all under one lock so
+/// Takes an id, registers the reply channel and writes the frame, all under one lock so
 /// that frames go out in id order.
-fn queue(
-    shared: &Shared,
-    tx: &mpsc::UnboundedSender<Bytes>,
-    msg: &FromClient,
-    reply: oneshot::Sender<Reply>,
-) -> Result<u32> {
-    let mut st = shared.lock();
+fn queue(shared: &Shared, msg: &FromClient, reply: oneshot::Sender<Reply>) -> Result<u32> {
+    let mut locked = shared.lock();
+    if locked.is_closed() {
+        return Err(Error::Closed {
+            reason: "the connection is closing".into(),
+        });
+    }
+    let (st, buf) = locked.parts();
     if let Some(e) = &st.closed {
         return Err(e.clone());
     }
@@ -205,12 +217,10 @@ fn queue(
             body.len()
         )));
     }
+    st.frames
+        .encode(&body[..], buf)
+        .map_err(|e| Error::protocol_from("cannot frame a request", e))?;
     tracing::trace!(id, cmd = msg.cmd(), "request");
-    if tx.send(body).is_err() {
-        return Err(st.closed.clone().unwrap_or(Error::Closed {
-            reason: "the connection task ended".into(),
-        }));
-    }
     st.pending.insert(
         id,
         Pending {
@@ -218,6 +228,14 @@ fn queue(
             tx: reply,
         },
     );
+    if let Err(e) = locked.write_out() {
+        locked.state().pending.remove(&id);
+        drop(locked);
+        let error = Error::Io(Arc::new(e));
+        tracing::debug!(error = %error, "writing to chipcardd failed");
+        shared.close(error.clone());
+        return Err(error);
+    }
     Ok(id)
 }
 
@@ -267,31 +285,18 @@ fn outcome_of(reply: &ToClient) -> Option<&Outcome> {
     }
 }
 
-async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
-    shared: Arc<Shared>,
-) {
-    while let Some(body) = rx.recv().await {
-        if let Err(e) = sink.send(body).await {
-            let error = match e {
-                chipcard_ipc::Error::Io(io) => Error::Io(Arc::new(io)),
-                other => Error::protocol_from("cannot frame a request", other),
-            };
-            tracing::debug!(error = %error, "writing to chipcardd failed");
-            shared.close(error);
-            return;
-        }
+/// Writes what callers left in the buffer when the socket was full; ends when the
+/// connection is dropped (after writing what is queued) or writing fails.
+async fn drain(shared: Arc<Shared>) {
+    let mut waiting = None;
+    if let Err(e) = shared.out.drain(&mut waiting).await {
+        let error = Error::Io(Arc::new(e));
+        tracing::debug!(error = %error, "writing to chipcardd failed");
+        shared.close(error);
     }
-    // Every handle is gone: end our direction, so the server sees the disconnect.
-    let _ = SinkExt::<Bytes>::close(&mut sink).await;
 }
 
-async fn read_loop(
-    mut stream: FramedRead<OwnedReadHalf, EnvelopeCodec>,
-    shared: Arc<Shared>,
-    tx: mpsc::WeakUnboundedSender<Bytes>,
-) {
+async fn read_loop(mut stream: FramedRead<ReadHalf, EnvelopeCodec>, shared: Arc<Shared>) {
     let mut order = IdOrder::new();
     let reason = loop {
         let envelope = match stream.next().await {
@@ -310,18 +315,18 @@ async fn read_loop(
         if let Err(e) = order.check(envelope.id) {
             break Error::protocol_from("message ids from the server out of order", e);
         }
-        dispatch(&shared, &tx, envelope);
+        dispatch(&shared, envelope);
     };
     tracing::debug!(reason = %reason, "connection to chipcardd ended");
     shared.close(reason);
 }
 
 /// Hands one message from the server to its request or push queue.
-fn dispatch(shared: &Shared, tx: &mpsc::WeakUnboundedSender<Bytes>, envelope: Envelope) {
+fn dispatch(shared: &Shared, envelope: Envelope) {
     let decoded = ToClient::decode(&envelope.cmd, &envelope.data);
     match envelope.refid {
         Some(refid) => {
-            let Some(pending) = shared.lock().pending.remove(&refid) else {
+            let Some(pending) = shared.lock().state().pending.remove(&refid) else {
                 tracing::debug!(refid, cmd = %envelope.cmd, "answer to no waiting request, ignored");
                 return;
             };
@@ -333,21 +338,20 @@ fn dispatch(shared: &Shared, tx: &mpsc::WeakUnboundedSender<Bytes>, envelope: En
                 // The caller gave up (timeout or cancel) but the server gave us the card:
                 // give it back, or nobody else could take it until we disconnect.
                 if r.outcome.is_ok() {
-                    if let Some(tx) = tx.upgrade() {
-                        let release = FromClient::ReleaseCard(ReleaseCard { card_id: r.card_id });
-                        let (reply_tx, _) = oneshot::channel();
-                        let _ = queue(shared, &tx, &release, reply_tx);
-                    }
+                    // Refused when the connection is closing: the server releases it then.
+                    let release = FromClient::ReleaseCard(ReleaseCard { card_id: r.card_id });
+                    let (reply_tx, _) = oneshot::channel();
+                    let _ = queue(shared, &release, reply_tx);
                 }
             }
         }
         None => match decoded {
             Ok(ToClient::CardAvailable(card)) => {
-                let queue = shared.lock().cards.clone();
+                let queue = shared.lock().state().cards.clone();
                 push(shared, queue, card, "CardAvailable");
             }
             Ok(ToClient::Notification(note)) => {
-                let queue = shared.lock().notifications.clone();
+                let queue = shared.lock().state().notifications.clone();
                 push(shared, queue, note, "Notification");
             }
             Ok(other) => {

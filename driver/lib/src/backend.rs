@@ -5,16 +5,19 @@ use chipcard_ipc::message::{
     CardInserted, CardRemoved, CardType, DriverReader, FromDriver, ReaderAdd, ReaderDel,
     ReaderError,
 };
+use std::sync::Arc;
+
 use chipcard_ipc::{Group, ReaderId};
 use tokio::sync::mpsc;
 
 use crate::error::{DriverError, Error};
+use crate::writer::Writer;
 
 /// The hardware (or software) side of a driver.
 ///
-/// Every method runs on the backend's own thread and may block as long as the hardware
-/// needs: the IPC side keeps answering `Ping` meanwhile. Calls come one at a time, in the
-/// order the server sent the requests. Threads the backend starts itself (for example to
+/// Every method is called on the driver's IPC thread and may block as long as the hardware
+/// needs: a watcher thread keeps answering `Ping` meanwhile. Calls come one at a time, in
+/// the order the server sent the requests (`stop` comes on a thread of its own). Threads the backend starts itself (for example to
 /// poll for card insertion) report through the [`EventSink`] passed to [`Backend::start`].
 pub trait Backend: Send + 'static {
     /// Starts the backend with the driver's configuration group (the `config {}` of
@@ -124,11 +127,21 @@ impl Event {
     }
 }
 
-/// Where a backend and its threads send [`Event`]s. Cheap to clone, usable from any thread;
-/// sending never blocks. Events keep their order per sender.
+/// Where a backend and its threads send [`Event`]s. Cheap to clone, usable from any thread.
+/// Events keep their order per sender. In a driver the sending thread writes the event to
+/// the server itself (waiting only while the server is behind); events sent before
+/// `DriverReady` wait until it is out.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    tx: mpsc::UnboundedSender<Event>,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    /// A test's receiver ([`EventSink::channel`]).
+    Channel(mpsc::UnboundedSender<Event>),
+    /// The driver's connection.
+    Driver(Arc<Writer>),
 }
 
 /// The receiving end of an [`EventSink`], for tests of a backend outside a driver.
@@ -141,16 +154,26 @@ impl EventSink {
     /// A sink and its receiver. The driver makes its own; use this to test a backend alone.
     pub fn channel() -> (EventSink, EventReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EventSink { tx }, EventReceiver { rx })
+        (
+            EventSink {
+                target: Target::Channel(tx),
+            },
+            EventReceiver { rx },
+        )
     }
 
-    pub(crate) fn from_sender(tx: mpsc::UnboundedSender<Event>) -> EventSink {
-        EventSink { tx }
+    pub(crate) fn to_writer(writer: Arc<Writer>) -> EventSink {
+        EventSink {
+            target: Target::Driver(writer),
+        }
     }
 
     /// Sends an event; [`Error::Closed`] once the driver has stopped.
     pub fn send(&self, event: Event) -> Result<(), Error> {
-        self.tx.send(event).map_err(|_| Error::Closed)
+        match &self.target {
+            Target::Channel(tx) => tx.send(event).map_err(|_| Error::Closed),
+            Target::Driver(writer) => writer.event(event.to_message()),
+        }
     }
 
     /// Sends [`Event::CardInserted`].

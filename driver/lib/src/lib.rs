@@ -52,17 +52,20 @@
 //!
 //! # Threads
 //!
-//! - The IPC side is one async task on a current-thread tokio runtime, the process's main
-//!   thread. It only reads, writes and routes; it never calls the backend.
-//! - The [`Backend`] is moved to a thread of its own and called there, one request at a
-//!   time, in the order the requests arrived. Its methods may block (PC/SC and CT-API calls
-//!   do). Requests travel to it over a channel; each answer comes back over a one-shot
-//!   channel, so while a slow `transmit` runs the IPC task keeps answering `Ping` (the
-//!   server's liveness check) and queueing requests.
+//! - The IPC thread (the process's main thread under [`run`]) reads the server's messages
+//!   from the socket, blocking in `read` itself, and serves them in order, calling the
+//!   [`Backend`] directly: one request at a time, in the order the requests arrived. Its
+//!   methods may block (PC/SC and CT-API calls do).
+//! - A watcher thread stands by during backend calls: when one lasts more than 100 ms it
+//!   reads the server's messages meanwhile, answers `Ping` (the server's liveness check) and
+//!   leaves the rest for the IPC thread, in order. Short calls cost it nothing.
+//! - Messages are numbered and written under one lock by whichever thread sends them, so
+//!   ids increase in the order they are written.
 //! - Threads the backend starts (hotplug or card polling) hold clones of the [`EventSink`];
-//!   sending never blocks.
+//!   sending writes the event to the server (it waits only while the server is behind).
 //! - If the backend does not return from [`Backend::stop`] within [`STOP_TIMEOUT`] the
-//!   process exits anyway.
+//!   process exits anyway; so it does when a backend call outlasts the server's
+//!   `StopDriver` (or the end of the connection) by that long.
 //!
 //! # Logs
 //!
@@ -74,12 +77,14 @@
 mod args;
 mod backend;
 mod error;
+mod reader;
 mod serve;
-mod worker;
+mod watch;
+mod writer;
 
 use std::process::ExitCode;
 
-use tracing::{error, info_span, Instrument};
+use tracing::{error, info_span};
 
 pub use args::Args;
 pub use backend::{Backend, Event, EventReceiver, EventSink};
@@ -109,11 +114,10 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
     }
 }
 
-/// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
-/// current-thread runtime.
+/// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on
+/// the calling thread.
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
+    let stream = adopt_ipc_fd(args.ipc_fd)?;
     let span = info_span!("driver", driver_id = %args.driver_id);
-    chipcard_child::serve_on_fd(args.ipc_fd, |stream| {
-        serve(stream, args.driver_id, backend).instrument(span)
-    })
+    span.in_scope(|| serve::serve_on(stream, args.driver_id, backend, true))
 }

@@ -1,31 +1,45 @@
-//! The IPC side of a driver: one task reading the server's messages, forwarding requests to
-//! the backend thread and writing answers and events back.
+//! The IPC side of a driver: the IPC thread reads the server's messages and serves them,
+//! calling the backend itself.
+//!
+//! A request is read, decoded, served and answered by one thread, with no hand-over to
+//! another thread and no poller in between: the cheapest way through a driver, measured at
+//! a fifth of a whole round trip less than handing each request to a backend thread
+//! (docs/performance.md, "Profile and fixes"). While a backend call lasts, the watcher
+//! ([`crate::watch`]) answers `Ping`, so a slow card does not make the driver look hung.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chipcard_ipc::message::{
-    CardCommandResponse, DriverReader, DriverReady, ErrorResponse, PingResponse, ReaderList,
-    ResetCardResponse, ToDriver,
+    CardCommandResponse, DriverReady, ErrorResponse, PingResponse, ReaderList, ResetCardResponse,
+    ToDriver,
 };
-use chipcard_ipc::{
-    DriverId, Envelope, EnvelopeCodec, ErrorCode, IdCounter, IdOrder, Outcome, Outgoing,
-};
-use futures::stream::FuturesUnordered;
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Framed;
-use tracing::{debug, error, info, warn};
+use chipcard_ipc::{DriverId, Envelope, ErrorCode, Outcome, Outgoing};
+use tracing::{debug, error, info, trace, warn};
 
-use crate::backend::{Backend, Event, EventSink};
+use crate::backend::{Backend, EventSink};
 use crate::error::{DriverError, Error};
-use crate::worker::{Job, Worker};
+use crate::reader::{Incoming, Reader};
+use crate::watch::Watch;
+use crate::writer::Writer;
 
 /// How long a stopping driver waits for [`Backend::stop`] before it exits anyway.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A backend call at most this long counts as fast: its answer may be held back while the
+/// next request is already there, so that answers leave together.
+const FAST_CALL: Duration = Duration::from_micros(50);
+
+/// The longest an answer is held back.
+const HOLD_LIMIT: Duration = Duration::from_micros(100);
+
+/// The most bytes of answers held back.
+const HOLD_BYTES: usize = 32 * 1024;
 
 /// Why [`serve`] returned without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +54,6 @@ pub enum Exit {
 enum Phase {
     /// Waiting for `DriverStart`.
     AwaitStart,
-    /// The backend is starting.
-    Starting,
     /// `DriverReady` was sent; requests are served.
     Ready,
     /// `DriverReadyResponse` OK arrived.
@@ -50,158 +62,177 @@ enum Phase {
     Failed,
 }
 
-enum Done {
-    Started(Result<Vec<DriverReader>, DriverError>),
-    Command {
-        refid: u32,
-        result: Result<Vec<u8>, DriverError>,
-    },
-    Reset {
-        refid: u32,
-        result: Result<Vec<u8>, DriverError>,
-    },
-}
-
-/// A backend answer being waited for; `true` when the backend thread was lost instead.
-type Pending = Pin<Box<dyn Future<Output = (Done, bool)> + Send>>;
-
 fn gone() -> DriverError {
     DriverError::reader("the backend thread ended unexpectedly")
 }
 
-fn wait_for<T: Send + 'static>(
-    rx: oneshot::Receiver<Result<T, DriverError>>,
-    wrap: impl FnOnce(Result<T, DriverError>) -> Done + Send + 'static,
-) -> Pending {
-    Box::pin(async move {
-        match rx.await {
-            Ok(result) => (wrap(result), false),
-            Err(_) => (wrap(Err(gone())), true),
-        }
-    })
-}
-
-struct Session<T> {
-    framed: Framed<T, EnvelopeCodec>,
-    ids: IdCounter,
-    order: IdOrder,
-    driver_id: DriverId,
-    phase: Phase,
-    worker: Worker,
-    backend_gone: bool,
-    start_error: Option<DriverError>,
-}
-
-/// Runs the driver protocol (PROTOCOL §5) on `io` until `StopDriver`, the server's end of
-/// the connection, or a fatal error.
+/// Runs the driver protocol (PROTOCOL §5) on `stream` until `StopDriver`, the server's end
+/// of the connection, or a fatal error.
 ///
-/// `backend` moves to a thread of its own; this future never blocks on it. It is meant for
-/// a current-thread runtime; [`crate::run`] sets one up.
-pub async fn serve<T, B>(io: T, driver_id: DriverId, backend: B) -> Result<Exit, Error>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-    B: Backend,
-{
-    let worker = Worker::spawn(backend)?;
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
+/// The work happens on a thread of tokio's blocking pool (the IPC thread), which calls
+/// `backend`; this future only waits for it. Outside a runtime, [`crate::run_with`] does
+/// the same on the calling thread.
+pub async fn serve<B: Backend>(
+    stream: tokio::net::UnixStream,
+    driver_id: DriverId,
+    backend: B,
+) -> Result<Exit, Error> {
+    let stream = stream.into_std()?;
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| serve_on(stream, driver_id, backend, false))
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Io(io::Error::other(e.to_string()))))
+}
+
+/// [`serve`] on the calling thread. With `process` (a driver process) a backend call that
+/// outlasts the server's stop request by [`STOP_TIMEOUT`] ends the process.
+pub(crate) fn serve_on<B: Backend>(
+    stream: UnixStream,
+    driver_id: DriverId,
+    backend: B,
+    process: bool,
+) -> Result<Exit, Error> {
+    let writer = Arc::new(Writer::new(&stream)?);
+    let reader = Arc::new(Reader::new(stream)?);
+    let watch = Watch::start(reader.clone(), writer.clone(), process)?;
     let mut session = Session {
-        framed: Framed::new(io, EnvelopeCodec::new()),
-        ids: IdCounter::new(),
-        order: IdOrder::new(),
+        reader,
+        writer,
+        watch,
         driver_id,
         phase: Phase::AwaitStart,
-        worker,
+        backend: Some(backend),
         backend_gone: false,
         start_error: None,
+        last_call: Duration::ZERO,
     };
-    let sink = EventSink::from_sender(events_tx);
-    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
-    let result = loop {
-        let events_flow = matches!(session.phase, Phase::Ready | Phase::Running);
-        let step = tokio::select! {
-            Some((done, lost)) = pending.next(), if !pending.is_empty() => {
-                session.backend_gone |= lost;
-                session.finished(done).await
-            }
-            Some(event) = events_rx.recv(), if events_flow => {
-                session.send(None, &event.to_message()).await.map(|()| None)
-            }
-            item = session.framed.next() => match item {
-                None => {
-                    info!("the server closed the connection");
-                    Ok(Some(Exit::ServerGone))
-                }
-                Some(Err(e)) => {
-                    error!(error = %e, "unreadable frame from the server; closing");
-                    let reply = ErrorResponse::new(ErrorCode::Protocol, e.to_string());
-                    let _ = session.send(None, &reply).await;
-                    Err(Error::Ipc(e))
-                }
-                Some(Ok(Err(e))) => {
-                    warn!(error = %e, "malformed message from the server");
-                    let reply = ErrorResponse::new(e.code(), e.to_string());
-                    session.send(None, &reply).await.map(|()| None)
-                }
-                Some(Ok(Ok(envelope))) => session.received(envelope, &sink, &mut pending).await,
-            },
-        };
-        match step {
-            Ok(None) if session.backend_gone => break Err(Error::BackendGone),
-            Ok(None) => {}
-            Ok(Some(exit)) => break Ok(exit),
-            Err(e) => break Err(e),
-        }
-    };
-    session.stop_backend().await;
+    let result = session.run();
+    session.finish();
     result
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
-    async fn send(&mut self, refid: Option<u32>, message: &impl Outgoing) -> Result<(), Error> {
-        let envelope = Envelope::new(self.ids.next_id(), refid, message);
-        debug!(id = envelope.id, refid, cmd = %envelope.cmd, "send");
-        self.framed.send(envelope).await.map_err(Error::Ipc)
+struct Session<B> {
+    reader: Arc<Reader>,
+    writer: Arc<Writer>,
+    watch: Watch,
+    driver_id: DriverId,
+    phase: Phase,
+    /// `None` once it panicked (or was stopped).
+    backend: Option<B>,
+    backend_gone: bool,
+    start_error: Option<DriverError>,
+    /// How long the last backend call took.
+    last_call: Duration,
+}
+
+impl<B: Backend> Session<B> {
+    fn run(&mut self) -> Result<Exit, Error> {
+        loop {
+            let writer = &self.writer;
+            let incoming = self.reader.lock().next(|| {
+                // About to wait for the server: what is held back goes out first.
+                if let Err(e) = writer.flush() {
+                    debug!(error = %e, "cannot write to the server");
+                }
+            });
+            if let Some(exit) = self.incoming(incoming)? {
+                return Ok(exit);
+            }
+            if self.backend_gone {
+                return Err(Error::BackendGone);
+            }
+        }
     }
 
-    async fn error(&mut self, refid: u32, code: ErrorCode, text: String) -> Result<(), Error> {
+    /// After `run`: stops the backend (unless it is gone), then the connection.
+    fn finish(&mut self) {
+        if let Some(backend) = self.backend.take() {
+            stop_backend(backend);
+        }
+        self.writer.close();
+        self.watch.stop();
+    }
+
+    fn incoming(&mut self, incoming: Incoming) -> Result<Option<Exit>, Error> {
+        match incoming {
+            Incoming::Message(envelope) => self.received(envelope),
+            Incoming::OutOfOrder(envelope, e) => {
+                self.error(envelope.id, e.code(), e.to_string())?;
+                Ok(None)
+            }
+            Incoming::Malformed(e) => {
+                warn!(error = %e, "malformed message from the server");
+                self.send(None, &ErrorResponse::new(e.code(), e.to_string()))?;
+                Ok(None)
+            }
+            Incoming::Broken(e) => {
+                error!(error = %e, "unreadable frame from the server; closing");
+                let reply = ErrorResponse::new(ErrorCode::Protocol, e.to_string());
+                let _ = self.send(None, &reply);
+                Err(Error::Ipc(e))
+            }
+            Incoming::End(None) => {
+                info!("the server closed the connection");
+                Ok(Some(Exit::ServerGone))
+            }
+            Incoming::End(Some(e)) => {
+                error!(error = %e, "reading from the server failed");
+                Err(Error::Io(e))
+            }
+        }
+    }
+
+    fn send(&mut self, refid: Option<u32>, message: &impl Outgoing) -> Result<(), Error> {
+        let id = self.writer.send(refid, message)?;
+        debug!(id, refid, cmd = message.cmd(), "send");
+        Ok(())
+    }
+
+    fn error(&mut self, refid: u32, code: ErrorCode, text: String) -> Result<(), Error> {
         warn!(refid, %code, %text, "error reply");
         self.send(Some(refid), &ErrorResponse::new(code, text))
-            .await
     }
 
-    async fn stop_backend(&mut self) {
-        if self.backend_gone {
-            return;
+    /// Sends the answer to a card request. It is held back while the next request is
+    /// already here and calls are fast, so that answers leave together.
+    fn answer(&mut self, refid: u32, message: &impl Outgoing) -> Result<(), Error> {
+        if self.last_call <= FAST_CALL && self.reader.lock().has_input() {
+            let since = self.writer.hold(Some(refid), message)?;
+            if since.elapsed() >= HOLD_LIMIT || self.writer.held() >= HOLD_BYTES {
+                self.writer.flush()?;
+            }
+            return Ok(());
         }
-        let (done, wait) = oneshot::channel();
-        if !self.worker.submit(Job::Stop { done }) {
-            return;
-        }
-        match tokio::time::timeout(STOP_TIMEOUT, wait).await {
-            Ok(_) => debug!("backend stopped"),
-            Err(_) => warn!("the backend did not stop within {STOP_TIMEOUT:?}; exiting anyway"),
-        }
+        self.send(Some(refid), message)
     }
 
-    /// Queues a job; a dead backend thread turns into an error answer later.
-    fn submit(&mut self, job: Job) {
-        if !self.worker.submit(job) {
-            self.backend_gone = true;
-        }
-    }
-
-    async fn received(
+    /// Calls the backend with the watcher standing by. A panic is answered like a failure
+    /// and ends the driver (the backend's state is unknown after it).
+    fn call<T>(
         &mut self,
-        envelope: Envelope,
-        sink: &EventSink,
-        pending: &mut FuturesUnordered<Pending>,
-    ) -> Result<Option<Exit>, Error> {
+        call: impl FnOnce(&mut B) -> Result<T, DriverError>,
+    ) -> Result<T, DriverError> {
+        let Some(backend) = self.backend.as_mut() else {
+            return Err(gone());
+        };
+        let started = Instant::now();
+        let result = self
+            .watch
+            .call(|| catch_unwind(AssertUnwindSafe(|| call(backend))));
+        self.last_call = started.elapsed();
+        result.unwrap_or_else(|_| {
+            error!("the backend panicked");
+            self.backend = None;
+            self.backend_gone = true;
+            Err(gone())
+        })
+    }
+
+    fn received(&mut self, envelope: Envelope) -> Result<Option<Exit>, Error> {
         let id = envelope.id;
         debug!(id, refid = envelope.refid, cmd = %envelope.cmd, "received");
-        if let Err(e) = self.order.check(id) {
-            self.error(id, e.code(), e.to_string()).await?;
-            return Ok(None);
-        }
         let message = match ToDriver::decode(&envelope.cmd, &envelope.data) {
             Ok(message) => message,
             // A response is never answered, not even a malformed or unknown one: two peers
@@ -214,13 +245,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 return Ok(None);
             }
             Err(e) => {
-                self.error(id, e.code(), e.to_string()).await?;
+                self.error(id, e.code(), e.to_string())?;
                 return Ok(None);
             }
         };
         let serving = matches!(self.phase, Phase::Ready | Phase::Running);
         match message {
-            ToDriver::Ping(_) => self.send(Some(id), &PingResponse {}).await?,
+            ToDriver::Ping(_) => self.send(Some(id), &PingResponse {})?,
             ToDriver::StopDriver(_) => {
                 info!("StopDriver");
                 return Ok(Some(Exit::Stopped));
@@ -233,22 +264,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     );
                 }
                 info!("DriverStart");
-                let (reply, rx) = oneshot::channel();
-                self.submit(Job::Start {
-                    config: start.config,
-                    events: sink.clone(),
-                    reply,
-                });
-                pending.push(wait_for(rx, Done::Started));
-                self.phase = Phase::Starting;
+                let events = EventSink::to_writer(self.writer.clone());
+                let started = self.call(|backend| backend.start(&start.config, events));
+                self.started(started)?;
             }
             ToDriver::DriverStart(_) => {
                 self.error(
                     id,
                     ErrorCode::Protocol,
                     "DriverStart was already received".into(),
-                )
-                .await?;
+                )?;
             }
             ToDriver::DriverReadyResponse(response) => match self.phase {
                 Phase::Ready if response.outcome.is_ok() => {
@@ -265,8 +290,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                         id,
                         ErrorCode::Protocol,
                         "unexpected DriverReadyResponse".into(),
-                    )
-                    .await?;
+                    )?;
                 }
             },
             ToDriver::CardCommand(command) if serving => {
@@ -274,55 +298,83 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     .target
                     .as_deref()
                     .is_some_and(|t| t.eq_ignore_ascii_case("reader"));
-                let (reply, rx) = oneshot::channel();
-                self.submit(Job::Transmit {
-                    reader: command.reader_id,
-                    slot: command.slot,
-                    apdu: command.data.to_vec(),
-                    to_reader,
-                    reply,
+                let (reader, slot) = (command.reader_id, command.slot);
+                trace!(%reader, slot, apdu = %hex::encode_upper(redact(&command.data)), "C-APDU");
+                let result = self.call(|backend| {
+                    if to_reader {
+                        backend.reader_command(reader, slot, &command.data)
+                    } else {
+                        backend.transmit(reader, slot, &command.data)
+                    }
                 });
-                pending.push(wait_for(rx, move |result| Done::Command {
-                    refid: id,
-                    result,
-                }));
-            }
-            ToDriver::ResetCard(reset) if serving => {
-                let (reply, rx) = oneshot::channel();
-                self.submit(Job::Reset {
-                    reader: reset.reader_id,
-                    slot: reset.slot,
-                    reply,
-                });
-                pending.push(wait_for(rx, move |result| Done::Reset {
-                    refid: id,
-                    result,
-                }));
-            }
-            ToDriver::CardCommand(_) | ToDriver::ResetCard(_) => {
-                let text = match self.phase {
-                    Phase::Failed => "the driver failed to start",
-                    _ => "the driver is not started yet (DriverStart first)",
+                let response = match result {
+                    Ok(rapdu) => {
+                        trace!(%reader, slot, rapdu = %hex::encode_upper(&rapdu), "R-APDU");
+                        CardCommandResponse {
+                            outcome: Outcome::ok("ok"),
+                            data: Some(Bytes::from(rapdu)),
+                        }
+                    }
+                    Err(e) => {
+                        debug!(%reader, slot, error = %e, "transmit failed");
+                        CardCommandResponse {
+                            outcome: Outcome::failed(e.code, e.text),
+                            data: None,
+                        }
+                    }
                 };
-                self.error(id, ErrorCode::Protocol, text.into()).await?;
+                self.answer(id, &response)?;
             }
+            ToDriver::ResetCard(reset) => {
+                if !serving {
+                    return self.not_serving(id);
+                }
+                let result = self.call(|backend| backend.reset(reset.reader_id, reset.slot));
+                let response = match result {
+                    Ok(atr) => ResetCardResponse {
+                        outcome: Outcome::ok("ok"),
+                        atr: Some(Bytes::from(atr)),
+                    },
+                    Err(e) => ResetCardResponse {
+                        outcome: Outcome::failed(e.code, e.text),
+                        atr: None,
+                    },
+                };
+                self.answer(id, &response)?;
+            }
+            ToDriver::CardCommand(_) => return self.not_serving(id),
         }
         Ok(None)
     }
 
-    async fn finished(&mut self, done: Done) -> Result<Option<Exit>, Error> {
-        match done {
-            Done::Started(Ok(readers)) => {
+    fn not_serving(&mut self, id: u32) -> Result<Option<Exit>, Error> {
+        let text = match self.phase {
+            Phase::Failed => "the driver failed to start",
+            _ => "the driver is not started yet (DriverStart first)",
+        };
+        self.error(id, ErrorCode::Protocol, text.into())?;
+        Ok(None)
+    }
+
+    /// The backend's start finished: `DriverReady` with its readers or its error.
+    fn started(
+        &mut self,
+        result: Result<Vec<chipcard_ipc::message::DriverReader>, DriverError>,
+    ) -> Result<(), Error> {
+        match result {
+            Ok(readers) => {
                 info!(readers = readers.len(), "backend started");
                 let ready = DriverReady {
                     outcome: Outcome::ok("Driver ready"),
                     driver_id: self.driver_id,
                     readers: ReaderList(readers),
                 };
-                self.send(None, &ready).await?;
+                self.send(None, &ready)?;
                 self.phase = Phase::Ready;
+                // The events of the start follow `DriverReady`.
+                self.writer.ready()?;
             }
-            Done::Started(Err(e)) => {
+            Err(e) => {
                 error!(error = %e, "backend failed to start");
                 let ready = DriverReady {
                     outcome: Outcome::failed(e.code, e.text.clone()),
@@ -330,40 +382,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     readers: ReaderList::default(),
                 };
                 self.start_error = Some(e);
-                self.send(None, &ready).await?;
+                self.send(None, &ready)?;
                 self.phase = Phase::Failed;
             }
-            Done::Command { refid, result } => {
-                let response = match result {
-                    Ok(rapdu) => CardCommandResponse {
-                        outcome: Outcome::ok("ok"),
-                        data: Some(Bytes::from(rapdu)),
-                    },
-                    Err(e) => CardCommandResponse {
-                        outcome: self.failed(e),
-                        data: None,
-                    },
-                };
-                self.send(Some(refid), &response).await?;
-            }
-            Done::Reset { refid, result } => {
-                let response = match result {
-                    Ok(atr) => ResetCardResponse {
-                        outcome: Outcome::ok("ok"),
-                        atr: Some(Bytes::from(atr)),
-                    },
-                    Err(e) => ResetCardResponse {
-                        outcome: self.failed(e),
-                        atr: None,
-                    },
-                };
-                self.send(Some(refid), &response).await?;
-            }
         }
-        Ok(None)
+        Ok(())
     }
+}
 
-    fn failed(&self, e: DriverError) -> Outcome {
-        Outcome::failed(e.code, e.text)
+/// Calls [`Backend::stop`] on a thread of its own and waits for it at most
+/// [`STOP_TIMEOUT`].
+fn stop_backend<B: Backend>(mut backend: B) {
+    let (done, stopped) = std::sync::mpsc::channel();
+    let span = tracing::Span::current();
+    let spawned = thread::Builder::new()
+        .name("backend-stop".into())
+        .spawn(move || {
+            span.in_scope(|| backend.stop());
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start a thread to stop the backend");
+        return;
+    }
+    match stopped.recv_timeout(STOP_TIMEOUT) {
+        Ok(()) => debug!("backend stopped"),
+        Err(_) => warn!("the backend did not stop within {STOP_TIMEOUT:?}; exiting anyway"),
+    }
+}
+
+/// The part of a command APDU that may be logged: VERIFY and CHANGE REFERENCE DATA
+/// (INS 20, 24, 2C) carry PINs, so only their header is shown.
+fn redact(apdu: &[u8]) -> &[u8] {
+    match apdu.get(1) {
+        Some(0x20 | 0x21 | 0x24 | 0x2C) => &apdu[..apdu.len().min(4)],
+        _ => apdu,
     }
 }

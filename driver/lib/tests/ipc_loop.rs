@@ -287,6 +287,31 @@ async fn ping_is_answered_while_a_transmit_blocks() {
 }
 
 #[tokio::test]
+async fn stop_during_a_long_call_waits_for_it_and_keeps_the_order() {
+    let mut server = start_driver(false);
+    server.start().await;
+    let slow = server.send(&command(1, 0, APDU_SLOW)).await;
+    // Long enough for the watcher to read for the busy IPC thread.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = server.send(&command(1, 0, &[0x00, 0xB0, 0x00, 0x00])).await;
+    let ping = server.send(&Ping {}).await;
+    let (env, msg) = server.recv().await;
+    assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
+    assert_eq!(env.refid, Some(ping));
+    server.send(&StopDriver {}).await;
+    server.gate.send(()).expect("backend waits at the gate");
+    // The slow command's answer, then the one queued behind it, then the stop.
+    let (env, _) = server.recv().await;
+    assert_eq!(env.refid, Some(slow));
+    let (env, msg) = server.recv().await;
+    assert_eq!(env.refid, Some(after));
+    assert!(matches!(msg, FromDriver::CardCommandResponse(_)), "{msg:?}");
+    let stopped = server.stopped.clone();
+    assert_eq!(server.finish().await.expect("clean stop"), Exit::Stopped);
+    assert!(stopped.load(Ordering::SeqCst), "backend stop was called");
+}
+
+#[tokio::test]
 async fn malformed_messages_get_error_replies() {
     let mut server = start_driver(false);
 

@@ -66,8 +66,8 @@ impl Backend for PcscBackend {
         if let Some(socket) = &config.pcscd_socket {
             // libpcsclite reads it when the first context is established and keeps it for
             // the life of the process; no PC/SC call has been made yet. The only other
-            // thread is the IPC task, which reads no environment variables, so setting it
-            // here does not race a C getenv.
+            // thread is the driver library's watcher, which reads no environment variables,
+            // so setting it here does not race a C getenv.
             std::env::set_var(SOCKET_ENV, socket);
             info!(socket = %socket.display(), "using pcscd at this socket");
         }
