@@ -465,12 +465,14 @@ async fn hanging_calls_put_only_their_reader_out_of_service() {
         .await;
     let ready_after = started.elapsed();
     assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
+    // Neither DriverReady nor a Ping waits for the CT_init that hangs (800 ms): the bounds
+    // stay under that, with room for a loaded two-core machine running tests in parallel.
     assert!(
-        ready_after < Duration::from_millis(500),
+        ready_after < Duration::from_millis(750),
         "DriverReady after {ready_after:?}"
     );
     let ping = server.ping().await;
-    assert!(ping < Duration::from_millis(300), "Ping took {ping:?}");
+    assert!(ping < Duration::from_millis(750), "Ping took {ping:?}");
 
     let mut inserted = Vec::new();
     let mut errors = Vec::new();
