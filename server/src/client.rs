@@ -147,6 +147,10 @@ async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, o
         partial = None;
         let env = match item {
             None => return,
+            Some(Err(chipcard_ipc::Error::Io(e))) if peer_went_away(&e) => {
+                debug!(error = %e, "client went away");
+                return;
+            }
             Some(Err(e)) => {
                 warn!(error = %e, "framing error; closing the connection");
                 outbox.queue(None, protocol_error(e.to_string()));
@@ -235,4 +239,14 @@ async fn write_loop(
         }
     }
     let _ = tokio::time::timeout(stall, SinkExt::<Envelope>::close(&mut sink)).await;
+}
+
+/// Whether a read error only means the client closed its end abruptly (a normal way to leave,
+/// not a fault worth a warning).
+fn peer_went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+    )
 }
