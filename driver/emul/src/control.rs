@@ -275,6 +275,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any line gets a command or a reason, never a panic.
+        #[test]
+        fn any_line_is_answered(line in "\\PC{0,80}") {
+            let _ = parse_line(&line);
+        }
+
+        /// What a test or a user writes (a reader name with inner blanks, any slot, an ATR
+        /// in either case) reads back as the command it was written from.
+        #[test]
+        fn written_commands_read_back(
+            reader in "[A-Za-z0-9_.-]{1,8}( [A-Za-z0-9_.-]{1,8}){0,3}",
+            slot in proptest::prelude::any::<i32>(),
+            atr in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..34),
+            upper in proptest::prelude::any::<bool>(),
+        ) {
+            let hex: String = atr
+                .iter()
+                .map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") })
+                .collect();
+            let insert = parse_line(&format!("insert {reader} {slot} {hex}\n"));
+            proptest::prop_assert_eq!(
+                insert,
+                Ok(Command::Insert { reader: reader.clone(), slot, atr })
+            );
+            let remove = parse_line(&format!("remove {reader} {slot}"));
+            proptest::prop_assert_eq!(remove, Ok(Command::Remove { reader, slot }));
+        }
+    }
+
     #[test]
     fn stale_sockets_are_replaced_and_files_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
