@@ -1,9 +1,15 @@
-//! chipcard's test lab: real card stacks without hardware, shared by the tests of the pcsc
-//! driver, the end-to-end tests and the benchmarks.
+//! chipcard's test lab: real card stacks without hardware, and the test playing chipcardd,
+//! shared by the tests of the drivers and services, the end-to-end tests and the benchmarks.
 //!
 //! - [`pcscd`]: an isolated pcscd (own socket, own reader configuration, own ports, no root
 //!   paths) with vsmartcard's vpcd readers, and chipcard's virtual cards inserted into them.
+//! - [`link`]: the test as chipcardd on its end of a socketpair to a driver or service.
+//! - [`child`]: a driver or service binary started the way chipcardd starts it.
+//! - [`driver`]: the driver half of the protocol over a [`link::Link`].
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
+pub mod child;
+pub mod driver;
+pub mod link;
 pub mod pcscd;
