@@ -35,9 +35,14 @@ impl<M: MessageSet + Debug> Link<M> {
 
     /// Sends `message` with the next id; returns the id.
     pub async fn send(&mut self, message: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
+        let id = self.next_id();
         self.send_with_id(id, message).await;
         id
+    }
+
+    /// The id the next [`Link::send`] would use, taken (for envelopes built by hand).
+    pub fn next_id(&mut self) -> u32 {
+        self.ids.next_id()
     }
 
     /// Sends `message` with the id `id` (also one out of order).
