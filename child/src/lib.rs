@@ -3,17 +3,19 @@
 //!
 //! chipcardd starts drivers and services the same way: a socketpair, the child's end as
 //! standard input, and `--ipc-fd 0` on the command line. This crate takes that descriptor
-//! over ([`adopt_ipc_fd`]), parses the server-assigned object id given on the command line
-//! ([`parse_object_id_arg`]), sets up logging to standard error ([`init_logging`]) and
+//! over ([`adopt_ipc_fd`]), parses the command line ([`ChildArgs`], with the
+//! server-assigned object id as [`ChildId`]), sets up logging to standard error ([`init_logging`]) and
 //! runs the process's serve loop on a current-thread runtime ([`serve_on_fd`]); a failed
 //! request of either is a [`RequestError`].
 #![deny(unsafe_code)]
 
+mod args;
 mod fd;
 mod request_error;
 
 use tracing_subscriber::EnvFilter;
 
+pub use args::{ChildArgs, ChildId};
 pub use fd::adopt_ipc_fd;
 pub use request_error::RequestError;
 

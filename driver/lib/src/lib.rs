@@ -108,7 +108,7 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
     match run_with(&args, backend) {
         Ok(_) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            error!(driver_id = %args.driver_id, "{e}");
+            error!(driver_id = %args.id, "{e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -118,6 +118,6 @@ pub fn run<B: Backend>(backend: B) -> ExitCode {
 /// the calling thread.
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
     let stream = adopt_ipc_fd(args.ipc_fd)?;
-    let span = info_span!("driver", driver_id = %args.driver_id);
-    span.in_scope(|| serve::serve_on(stream, args.driver_id, backend, true))
+    let span = info_span!("driver", driver_id = %args.id);
+    span.in_scope(|| serve::serve_on(stream, args.id, backend, true))
 }

@@ -203,7 +203,7 @@ pub fn run<S: Service>(service: S) -> ExitCode {
     match run_with(&args, service) {
         Ok(_) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            error!(service_id = %args.service_id, "{e}");
+            error!(service_id = %args.id, "{e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -212,8 +212,8 @@ pub fn run<S: Service>(service: S) -> ExitCode {
 /// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
 /// current-thread runtime.
 pub fn run_with<S: Service>(args: &Args, service: S) -> Result<Exit> {
-    let span = info_span!("service", service_id = %args.service_id);
+    let span = info_span!("service", service_id = %args.id);
     chipcard_child::serve_on_fd(args.ipc_fd, |stream| {
-        serve(stream, args.service_id, service).instrument(span)
+        serve(stream, args.id, service).instrument(span)
     })
 }
