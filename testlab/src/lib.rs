@@ -6,10 +6,12 @@
 //! - [`link`]: the test as chipcardd on its end of a socketpair to a driver or service.
 //! - [`child`]: a driver or service binary started the way chipcardd starts it.
 //! - [`driver`]: the driver half of the protocol over a [`link::Link`].
+//! - [`chipcardd`]: chipcardd as a process on a configuration the test writes.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
 pub mod child;
+pub mod chipcardd;
 pub mod driver;
 pub mod link;
 pub mod pcscd;

@@ -3,46 +3,16 @@
 //! CT-API library (`libchipcard_ctapi_emul.so`, built as this crate's dev-dependency), and
 //! against Debian's real `libctapimkt1`, whose `CT_init` blocks with no serial terminal.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chipcard_ipc::message::{CardType, FromDriver, Ping, ResetCard, StopDriver};
 use chipcard_ipc::{ErrorCode, Group, ReaderId};
 use chipcard_testlab::child::{child_command, LinkedChild};
 use chipcard_testlab::link::Link;
-
-/// Where Debian's libctapimkt1 puts the library.
-const MKT_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/libctapimkt.so.1";
-
-/// The emulated CT-API library: Cargo builds the dev-dependency's cdylib into `deps/`
-/// beside this test; `cargo build -p chipcard-ctapi-emul` puts one in `target/debug`.
-fn emul_library() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let deps = exe.parent().expect("deps dir");
-    let candidates = [
-        deps.join("libchipcard_ctapi_emul.so"),
-        deps.parent()
-            .map(|d| d.join("libchipcard_ctapi_emul.so"))
-            .unwrap_or_default(),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("libchipcard_ctapi_emul.so not found in {candidates:?}; run `cargo build -p chipcard-ctapi-emul`")
-        })
-}
-
-/// Debian's real CT-API library; the test fails with what to install when it is missing.
-pub fn mkt_library() -> PathBuf {
-    let path = PathBuf::from(MKT_LIBRARY);
-    assert!(
-        path.is_file(),
-        "{MKT_LIBRARY} is missing: install it with `apt-get install libctapimkt1` (scripts/install-deps does)"
-    );
-    path
-}
+use common::{emul_library, mkt_library};
 
 /// The built driver, and the test as its chipcardd.
 type Server = LinkedChild<FromDriver>;
