@@ -7,16 +7,15 @@
 //! more.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chipcard_ipc::message::*;
 use chipcard_ipc::{CardId, Envelope, EnvelopeCodec, Group, IdCounter, Message, Outgoing};
+use chipcard_testlab::chipcardd::Chipcardd;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
 use tokio_util::codec::Framed;
 
 const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
@@ -42,20 +41,17 @@ fn driver_dir() -> PathBuf {
     dir
 }
 
+/// chipcardd with the emul driver, and the driver's control socket.
 struct Daemon {
-    child: Child,
-    socket: PathBuf,
+    chipcardd: Chipcardd,
     control: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     async fn start(driver_dir: &Path, extra_server: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("chipcardd.sock");
-        let control = dir.path().join("emul.ctl");
-        let config = format!(
-            r#"
+        let chipcardd = Chipcardd::start(&chipcardd(), |socket, dir| {
+            format!(
+                r#"
 server {{
   socket="{socket}"
   socketMode="0600"
@@ -86,37 +82,14 @@ driver {{
   }}
 }}
 "#,
-            socket = socket.display(),
-            driver_dir = driver_dir.display(),
-            control = control.display(),
-        );
-        let config_path = dir.path().join("chipcardd.conf");
-        std::fs::write(&config_path, config).expect("writes the config");
-        let child = Command::new(chipcardd())
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--foreground")
-            .arg("--log-level")
-            .arg(std::env::var("CHIPCARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starts chipcardd");
-        let daemon = Daemon {
-            child,
-            socket,
-            control,
-            _dir: dir,
-        };
-        let deadline = tokio::time::Instant::now() + STEP;
-        while !daemon.socket.exists() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no socket after 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        daemon
+                socket = socket.display(),
+                driver_dir = driver_dir.display(),
+                control = dir.join("emul.ctl").display(),
+            )
+        })
+        .await;
+        let control = chipcardd.dir().join("emul.ctl");
+        Daemon { chipcardd, control }
     }
 
     async fn control(&self, line: &str) -> String {
@@ -135,37 +108,13 @@ driver {{
     }
 
     fn driver_pids(&self) -> Vec<i32> {
-        let Some(pid) = self.child.id() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for task in tasks.flatten() {
-                if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
-                    out.extend(
-                        children
-                            .split_whitespace()
-                            .filter_map(|p| p.parse::<i32>().ok()),
-                    );
-                }
-            }
-        }
-        out
+        self.chipcardd.child_pids()
     }
 
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("running") as i32;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("signals chipcardd");
-        let status = tokio::time::timeout(STEP, self.child.wait())
-            .await
-            .expect("chipcardd stops on SIGTERM")
-            .expect("waits");
-        assert!(status.success(), "chipcardd exit status {status}");
-        assert!(!self.socket.exists(), "the socket file is removed");
+    async fn stop(self) {
+        let socket = self.chipcardd.socket.clone();
+        self.chipcardd.stop(STEP).await;
+        assert!(!socket.exists(), "the socket file is removed");
     }
 }
 
@@ -253,6 +202,14 @@ impl TestClient {
         }
     }
 
+    async fn take(&mut self, card: CardId, timeout: Option<i32>) -> TakeCardResponse {
+        self.call(&TakeCard {
+            card_id: card,
+            timeout,
+        })
+        .await
+    }
+
     async fn command(&mut self, card: CardId, apdu: &[u8]) -> CommandCardResponse {
         self.call(&CommandCard {
             card_id: card,
@@ -282,6 +239,17 @@ impl TestClient {
     }
 }
 
+/// chipcardd with the emul driver, a ready client, and the reader list once the card the
+/// driver starts with is in it.
+async fn daemon_with_a_card() -> (Daemon, TestClient, ListReadersResponse) {
+    let daemon = Daemon::start(&driver_dir(), "").await;
+    let mut client = TestClient::ready(&daemon.chipcardd.socket).await;
+    let list = client
+        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
+        .await;
+    (daemon, client, list)
+}
+
 fn sw(r: &CommandCardResponse) -> Vec<u8> {
     let data = r.data.clone().unwrap_or_default();
     data[data.len().saturating_sub(2)..].to_vec()
@@ -293,12 +261,7 @@ fn first_card(list: &ListReadersResponse) -> CardId {
 
 #[tokio::test]
 async fn take_command_release_with_the_emul_driver() {
-    let dir = driver_dir();
-    let daemon = Daemon::start(&dir, "").await;
-    let mut a = TestClient::ready(&daemon.socket).await;
-    let list = a
-        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
-        .await;
+    let (daemon, mut a, list) = daemon_with_a_card().await;
     assert_eq!(list.readers.len(), 2);
     assert_eq!(list.readers[0].reader_name, "Keypad Reader");
     assert_eq!(list.readers[0].driver_type, "emul");
@@ -306,12 +269,7 @@ async fn take_command_release_with_the_emul_driver() {
     assert_eq!(list.readers[0].status, ReaderStatus::Up);
     let card = first_card(&list);
 
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: card,
-            timeout: None,
-        })
-        .await;
+    let taken = a.take(card, None).await;
     assert!(taken.outcome.is_ok(), "{taken:?}");
     let r = a.command(card, SELECT_MF).await;
     assert!(r.outcome.is_ok(), "{r:?}");
@@ -333,13 +291,8 @@ async fn take_command_release_with_the_emul_driver() {
     assert_eq!(e.code, 3);
 
     // A second client: busy, not owner.
-    let mut b = TestClient::ready(&daemon.socket).await;
-    let busy: TakeCardResponse = b
-        .call(&TakeCard {
-            card_id: card,
-            timeout: Some(0),
-        })
-        .await;
+    let mut b = TestClient::ready(&daemon.chipcardd.socket).await;
+    let busy = b.take(card, Some(0)).await;
     assert_eq!(busy.outcome.error.map(|c| c.number()), Some(10));
     let r = b.command(card, SELECT_MF).await;
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(4));
@@ -374,23 +327,13 @@ async fn take_command_release_with_the_emul_driver() {
 
     // A waiting take times out with busy.
     let t0 = std::time::Instant::now();
-    let busy: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: card,
-            timeout: Some(300),
-        })
-        .await;
+    let busy = a.take(card, Some(300)).await;
     assert_eq!(busy.outcome.error.map(|c| c.number()), Some(10));
     assert!(t0.elapsed() >= Duration::from_millis(300));
 
     // b disconnects: a can take the card (after its reset).
     drop(b);
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: card,
-            timeout: Some(5000),
-        })
-        .await;
+    let taken = a.take(card, Some(5000)).await;
     assert!(taken.outcome.is_ok(), "{taken:?}");
     let reset: CardResetResponse = a.call(&CardReset { card_id: card }).await;
     assert!(reset.outcome.is_ok(), "{reset:?}");
@@ -403,11 +346,11 @@ async fn take_command_release_with_the_emul_driver() {
 async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection() {
     let dir = driver_dir();
     let daemon = Daemon::start(&dir, "").await;
-    let mut early = TestClient::connect(&daemon.socket).await;
+    let mut early = TestClient::connect(&daemon.chipcardd.socket).await;
     let e = early.call_error(&ListReaders {}).await;
     assert_eq!(e.code, 12, "{e:?}");
 
-    let mut a = TestClient::ready(&daemon.socket).await;
+    let mut a = TestClient::ready(&daemon.chipcardd.socket).await;
     let id = a.send(&StopDriver {}).await; // not a client command
     let env = a.answer(id).await;
     assert_eq!(
@@ -456,7 +399,9 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
         &b"GARBAGE\r\n\r\n"[..],
         b"POST /chipcard HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
     ] {
-        let mut raw = UnixStream::connect(&daemon.socket).await.expect("connects");
+        let mut raw = UnixStream::connect(&daemon.chipcardd.socket)
+            .await
+            .expect("connects");
         raw.write_all(garbage).await.expect("writes");
         let mut conn = Framed::new(raw, EnvelopeCodec::new());
         let env = tokio::time::timeout(STEP, conn.next())
@@ -482,12 +427,7 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
 
 #[tokio::test]
 async fn inserts_removals_notifications_and_driver_restart() {
-    let dir = driver_dir();
-    let daemon = Daemon::start(&dir, "").await;
-    let mut a = TestClient::ready(&daemon.socket).await;
-    let list = a
-        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
-        .await;
+    let (daemon, mut a, list) = daemon_with_a_card().await;
     let first = first_card(&list);
     let r: SetNotifyResponse = a
         .call(&SetNotify {
@@ -523,12 +463,7 @@ async fn inserts_removals_notifications_and_driver_restart() {
     );
 
     // Removal: the holder gets 7.
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: avail.card_id,
-            timeout: None,
-        })
-        .await;
+    let taken = a.take(avail.card_id, None).await;
     assert!(taken.outcome.is_ok());
     assert_eq!(daemon.control("remove Keypad Reader 1").await, "ok");
     let _ = a
@@ -589,19 +524,9 @@ async fn inserts_removals_notifications_and_driver_restart() {
 
 #[tokio::test]
 async fn a_hung_driver_is_killed_and_restarted() {
-    let dir = driver_dir();
-    let daemon = Daemon::start(&dir, "").await;
-    let mut a = TestClient::ready(&daemon.socket).await;
-    let list = a
-        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
-        .await;
+    let (daemon, mut a, list) = daemon_with_a_card().await;
     let first = first_card(&list);
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: first,
-            timeout: None,
-        })
-        .await;
+    let taken = a.take(first, None).await;
     assert!(taken.outcome.is_ok());
     let r: SetNotifyResponse = a
         .call(&SetNotify {
@@ -637,29 +562,15 @@ async fn a_hung_driver_is_killed_and_restarted() {
 #[tokio::test]
 async fn a_driver_that_refuses_to_start_is_reported() {
     let dir = driver_dir();
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let socket = tmp.path().join("s.sock");
-    let config = format!(
-        "server {{\n socket=\"{}\"\n driverDir=\"{}\"\n}}\ndriver {{\n type=\"emul\"\n reader {{\n  slots=\"99\"\n }}\n}}\n",
-        socket.display(),
-        dir.display()
-    );
-    let path = tmp.path().join("c.conf");
-    std::fs::write(&path, config).expect("writes");
-    let mut child = Command::new(chipcardd())
-        .arg("--config")
-        .arg(&path)
-        .arg("--log-level")
-        .arg(std::env::var("CHIPCARD_TEST_LOG").unwrap_or_else(|_| "error".into()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts");
-    let deadline = tokio::time::Instant::now() + STEP;
-    while !socket.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "no socket");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut a = TestClient::ready(&socket).await;
+    let daemon = Chipcardd::start(&chipcardd(), |socket, _| {
+        format!(
+            "server {{\n socket=\"{}\"\n driverDir=\"{}\"\n}}\ndriver {{\n type=\"emul\"\n reader {{\n  slots=\"99\"\n }}\n}}\n",
+            socket.display(),
+            dir.display()
+        )
+    })
+    .await;
+    let mut a = TestClient::ready(&daemon.socket).await;
     let r: SetNotifyResponse = a
         .call(&SetNotify {
             flags: vec!["driver:error".into()],
@@ -676,6 +587,4 @@ async fn a_driver_that_refuses_to_start_is_reported() {
     );
     let list: ListReadersResponse = a.call(&ListReaders {}).await;
     assert!(list.readers.is_empty());
-    let _ = child.start_kill();
-    let _ = child.wait().await;
 }
