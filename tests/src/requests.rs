@@ -32,6 +32,16 @@ impl RawClient {
         }
     }
 
+    /// The names of the readers the server lists, in its order.
+    pub async fn reader_names(&mut self) -> Vec<String> {
+        self.list_readers()
+            .await
+            .readers
+            .into_iter()
+            .map(|r| r.reader_name)
+            .collect()
+    }
+
     /// The reader named `name`, if the server lists it.
     pub async fn reader(&mut self, name: &str) -> Option<ReaderInfo> {
         self.list_readers()
