@@ -115,6 +115,13 @@ fn start_driver(fail_start: bool) -> Server {
     }
 }
 
+/// A driver past `DriverStart`, accepted by the server ([`Server::start`]).
+async fn running_driver() -> Server {
+    let mut server = start_driver(false);
+    server.start().await;
+    server
+}
+
 impl Server {
     async fn start(&mut self) {
         let config = Group::new("config")
@@ -148,6 +155,13 @@ impl Server {
             .await;
     }
 
+    /// Waits for a clean stop (after `StopDriver`) that called the backend's `stop`.
+    async fn finish_stopped(self) {
+        let stopped = self.stopped.clone();
+        assert_eq!(self.finish().await.expect("clean stop"), Exit::Stopped);
+        assert!(stopped.load(Ordering::SeqCst), "backend stop was called");
+    }
+
     async fn finish(self) -> Result<Exit, Error> {
         let result = tokio::time::timeout(Duration::from_secs(10), self.driver)
             .await
@@ -159,8 +173,7 @@ impl Server {
 
 #[tokio::test]
 async fn start_commands_reset_and_stop() {
-    let mut server = start_driver(false);
-    server.start().await;
+    let mut server = running_driver().await;
     let config = server
         .seen_config
         .lock()
@@ -229,15 +242,12 @@ async fn start_commands_reset_and_stop() {
     assert_eq!(r.atr.as_deref(), Some(&[0x3B, 0x00][..]));
 
     server.link.send(&StopDriver {}).await;
-    let stopped = server.stopped.clone();
-    assert_eq!(server.finish().await.expect("clean stop"), Exit::Stopped);
-    assert!(stopped.load(Ordering::SeqCst), "backend stop was called");
+    server.finish_stopped().await;
 }
 
 #[tokio::test]
 async fn ping_is_answered_while_a_transmit_blocks() {
-    let mut server = start_driver(false);
-    server.start().await;
+    let mut server = running_driver().await;
     let slow = server
         .link
         .send(&card_command(ReaderId(1), 0, APDU_SLOW))
@@ -265,8 +275,7 @@ async fn ping_is_answered_while_a_transmit_blocks() {
 
 #[tokio::test]
 async fn stop_during_a_long_call_waits_for_it_and_keeps_the_order() {
-    let mut server = start_driver(false);
-    server.start().await;
+    let mut server = running_driver().await;
     let slow = server
         .link
         .send(&card_command(ReaderId(1), 0, APDU_SLOW))
@@ -289,9 +298,7 @@ async fn stop_during_a_long_call_waits_for_it_and_keeps_the_order() {
     let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(after));
     assert!(matches!(msg, FromDriver::CardCommandResponse(_)), "{msg:?}");
-    let stopped = server.stopped.clone();
-    assert_eq!(server.finish().await.expect("clean stop"), Exit::Stopped);
-    assert!(stopped.load(Ordering::SeqCst), "backend stop was called");
+    server.finish_stopped().await;
 }
 
 #[tokio::test]
@@ -448,8 +455,7 @@ async fn failed_start_is_reported_and_ends_the_driver() {
 
 #[tokio::test]
 async fn a_panicking_backend_ends_the_driver() {
-    let mut server = start_driver(false);
-    server.start().await;
+    let mut server = running_driver().await;
     let id = server
         .link
         .send(&card_command(ReaderId(1), 0, APDU_PANIC))
