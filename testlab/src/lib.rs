@@ -7,6 +7,8 @@
 //! - [`child`]: a driver or service binary started the way chipcardd starts it.
 //! - [`driver`]: the driver half of the protocol over a [`link::Link`].
 //! - [`chipcardd`]: chipcardd as a process on a configuration the test writes.
+//! - [`raw_client`]: a client speaking the wire protocol directly, with the usual
+//!   [`requests`] as its methods.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
@@ -15,3 +17,5 @@ pub mod chipcardd;
 pub mod driver;
 pub mod link;
 pub mod pcscd;
+pub mod raw_client;
+pub mod requests;

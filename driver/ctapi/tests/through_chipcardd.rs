@@ -10,17 +10,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chipcard_ipc::message::*;
-use chipcard_ipc::{CardId, Envelope, EnvelopeCodec, IdCounter, Message, Outgoing};
 use chipcard_testlab::chipcardd::Chipcardd;
+use chipcard_testlab::raw_client::RawClient;
+use chipcard_testlab::requests::SELECT_MF;
 use common::{emul_library, mkt_library, MKT_LIBRARY};
-use futures::{SinkExt, StreamExt};
-use tokio::net::UnixStream;
-use tokio_util::codec::Framed;
-
-const STEP: Duration = Duration::from_secs(10);
-const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
 
 /// The directory holding chipcard-driver-ctapi, and chipcardd beside it.
 fn bin_dir() -> PathBuf {
@@ -49,75 +43,6 @@ async fn start_chipcardd(driver_body: &str) -> Chipcardd {
     .await
 }
 
-struct Client {
-    conn: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-}
-
-impl Client {
-    async fn ready(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).await.expect("connects");
-        let mut c = Client {
-            conn: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-        };
-        let _: ClientReadyResponse = c
-            .call(&ClientReady {
-                application: "ctapi-test".into(),
-                chipcard_version: "1".into(),
-                system: "Linux".into(),
-                gwen_version: None,
-            })
-            .await;
-        c
-    }
-
-    async fn call<R: Message>(&mut self, msg: &impl Outgoing) -> R {
-        let id = self.ids.next_id();
-        self.conn
-            .send(Envelope::new(id, None, msg))
-            .await
-            .expect("sends");
-        loop {
-            let env = tokio::time::timeout(STEP, self.conn.next())
-                .await
-                .expect("an answer within 10 s")
-                .expect("connection open")
-                .expect("valid frame")
-                .expect("valid envelope");
-            if env.refid == Some(id) {
-                assert_eq!(env.cmd, R::CMD, "{env:?}");
-                return R::read_data(&env.data).expect("a valid response");
-            }
-        }
-    }
-
-    async fn readers_until(
-        &mut self,
-        what: &str,
-        pred: impl Fn(&ListReadersResponse) -> bool,
-    ) -> ListReadersResponse {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let list: ListReadersResponse = self.call(&ListReaders {}).await;
-            if pred(&list) {
-                return list;
-            }
-            assert!(Instant::now() < deadline, "never {what}: {list:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn command(&mut self, card: CardId, apdu: &[u8]) -> CommandCardResponse {
-        self.call(&CommandCard {
-            card_id: card,
-            data: Bytes::copy_from_slice(apdu),
-            target: None,
-        })
-        .await
-    }
-}
-
 #[tokio::test]
 async fn take_command_reset_release_through_chipcardd() {
     let library = emul_library();
@@ -131,7 +56,7 @@ async fn take_command_reset_release_through_chipcardd() {
     ))
     .await;
     let started = Instant::now();
-    let mut client = Client::ready(&daemon.socket).await;
+    let mut client = RawClient::ready(&daemon.socket).await;
     let list = client
         .readers_until("a card", |l| {
             l.readers.first().is_some_and(|r| !r.cards.is_empty())
@@ -149,18 +74,13 @@ async fn take_command_reset_release_through_chipcardd() {
         &[0x3B, 0x81, 0x80, 0x01, 0x80, 0x80]
     );
 
-    let taken: TakeCardResponse = client
-        .call(&TakeCard {
-            card_id: card,
-            timeout: None,
-        })
-        .await;
-    assert!(taken.outcome.is_ok(), "{taken:?}");
-    let r = client.command(card, SELECT_MF).await;
+    let taken = client.take(card, None).await;
+    assert!(taken.is_none(), "{taken:?}");
+    let r = client.command_card(card, SELECT_MF).await;
     assert!(r.outcome.is_ok(), "{r:?}");
     assert_eq!(r.data.as_deref(), Some(&[0x90, 0x00][..]));
     let r = client
-        .command(
+        .command_card(
             card,
             &[0x00, 0x20, 0x00, 0x80, 0x04, b'1', b'2', b'3', b'4'],
         )
@@ -172,7 +92,7 @@ async fn take_command_reset_release_through_chipcardd() {
         reset.atr.as_deref(),
         Some(&[0x3B, 0x81, 0x80, 0x01, 0x80, 0x80][..])
     );
-    let r = client.command(card, &[0x00, 0x20, 0x00, 0x80]).await;
+    let r = client.command_card(card, &[0x00, 0x20, 0x00, 0x80]).await;
     assert_eq!(
         r.data.as_deref(),
         Some(&[0x63, 0xC3][..]),
@@ -201,7 +121,7 @@ async fn a_hanging_ctapi_library_does_not_hold_up_chipcardd() {
     ))
     .await;
     let started = Instant::now();
-    let mut client = Client::ready(&daemon.socket).await;
+    let mut client = RawClient::ready(&daemon.socket).await;
     let t = Instant::now();
     let list: ListReadersResponse = client.call(&ListReaders {}).await;
     assert!(

@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chipcard_ipc::message::{
-    CommandCard, ListReaders, ListReadersResponse, ReaderInfo, ReleaseCard, SetNotify, TakeCard,
-    ToClient,
+    CommandCard, CommandCardResponse, ListReaders, ListReadersResponse, ReaderInfo, ReleaseCard,
+    SetNotify, TakeCard, ToClient,
 };
 use chipcard_ipc::{CardId, ErrorCode, Group};
 
-use crate::{RawClient, TIMEOUT};
+use crate::link::ANSWER_TIMEOUT as TIMEOUT;
+use crate::raw_client::RawClient;
 
 /// `SELECT MF` (`00 A4 00 0C 02 3F 00`), which every emulated card answers with `90 00`.
 pub const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
@@ -56,6 +57,24 @@ impl RawClient {
         self.reader(reader)
             .await
             .and_then(|r| r.cards.first().map(|c| c.card_id))
+    }
+
+    /// Polls `ListReaders` until `pred` holds for the list, up to the timeout; `what` says
+    /// what was awaited when it never does.
+    pub async fn readers_until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ListReadersResponse) -> bool,
+    ) -> ListReadersResponse {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let list = self.list_readers().await;
+            if pred(&list) {
+                return list;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {list:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls `ListReaders` until the reader named `reader` holds a card that `accept`s.
@@ -122,6 +141,17 @@ impl RawClient {
             ToClient::ErrorResponse(e) => Err(e.error_code()),
             other => panic!("CommandCard answered {other:?}"),
         }
+    }
+
+    /// `CommandCard` with `apdu` to `card`: the whole `CommandCardResponse` (an `Error`
+    /// answer fails the test).
+    pub async fn command_card(&mut self, card: CardId, apdu: &[u8]) -> CommandCardResponse {
+        self.call(&CommandCard {
+            card_id: card,
+            data: Bytes::copy_from_slice(apdu),
+            target: None,
+        })
+        .await
     }
 
     /// `SetNotify` with `patterns`, which the server must accept.
