@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chipcard_ipc::message::*;
-use chipcard_ipc::{CardId, Envelope, EnvelopeCodec, Group, IdCounter, Message, Outgoing};
+use chipcard_ipc::{CardId, EnvelopeCodec, Group, Message};
 use chipcard_testlab::chipcardd::Chipcardd;
-use futures::{SinkExt, StreamExt};
+use chipcard_testlab::raw_client::RawClient;
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
@@ -118,134 +118,22 @@ driver {{
     }
 }
 
-struct TestClient {
-    conn: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-    pushed: Vec<Envelope>,
-}
-
-impl TestClient {
-    async fn connect(socket: &Path) -> TestClient {
-        let stream = UnixStream::connect(socket).await.expect("connects");
-        TestClient {
-            conn: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-            pushed: Vec::new(),
-        }
-    }
-
-    async fn ready(socket: &Path) -> TestClient {
-        let mut c = TestClient::connect(socket).await;
-        let r: ClientReadyResponse = c
-            .call(&ClientReady {
-                application: "smoke".into(),
-                chipcard_version: "1".into(),
-                system: "Linux".into(),
-                gwen_version: None,
-            })
-            .await;
-        assert_eq!(r.system, "Linux");
-        c
-    }
-
-    async fn send(&mut self, msg: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
-        self.conn
-            .send(Envelope::new(id, None, msg))
-            .await
-            .expect("sends");
-        id
-    }
-
-    async fn next(&mut self) -> Envelope {
-        tokio::time::timeout(STEP, self.conn.next())
-            .await
-            .expect("an answer within 10 s")
-            .expect("connection open")
-            .expect("valid frame")
-            .expect("valid envelope")
-    }
-
-    /// Reads until the answer to `id`, keeping pushed messages.
-    async fn answer(&mut self, id: u32) -> Envelope {
-        loop {
-            let env = self.next().await;
-            if env.refid == Some(id) {
-                return env;
-            }
-            assert!(env.refid.is_none(), "answer to another request: {env:?}");
-            self.pushed.push(env);
-        }
-    }
-
-    async fn call<R: Message>(&mut self, msg: &impl Outgoing) -> R {
-        let id = self.send(msg).await;
-        let env = self.answer(id).await;
-        assert_eq!(env.cmd, R::CMD, "{env:?}");
-        R::read_data(&env.data).expect("a valid response")
-    }
-
-    async fn call_error(&mut self, msg: &impl Outgoing) -> ErrorResponse {
-        self.call::<ErrorResponse>(msg).await
-    }
-
-    async fn wait_push(&mut self, cmd: &str) -> Envelope {
-        if let Some(i) = self.pushed.iter().position(|e| e.cmd == cmd) {
-            return self.pushed.remove(i);
-        }
-        loop {
-            let env = self.next().await;
-            if env.cmd == cmd {
-                return env;
-            }
-            self.pushed.push(env);
-        }
-    }
-
-    async fn take(&mut self, card: CardId, timeout: Option<i32>) -> TakeCardResponse {
-        self.call(&TakeCard {
-            card_id: card,
-            timeout,
-        })
-        .await
-    }
-
-    async fn command(&mut self, card: CardId, apdu: &[u8]) -> CommandCardResponse {
-        self.call(&CommandCard {
-            card_id: card,
-            data: Bytes::copy_from_slice(apdu),
-            target: None,
-        })
-        .await
-    }
-
-    /// Polls ListReaders until `pred` holds.
-    async fn readers_until(
-        &mut self,
-        pred: impl Fn(&ListReadersResponse) -> bool,
-    ) -> ListReadersResponse {
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let list: ListReadersResponse = self.call(&ListReaders {}).await;
-            if pred(&list) {
-                return list;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "readers never got there: {list:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// A client past `ClientReady`; the server says it runs on Linux.
+async fn ready(socket: &Path) -> RawClient {
+    let (client, response) = RawClient::ready_with_response(socket).await;
+    assert_eq!(response.system, "Linux");
+    client
 }
 
 /// chipcardd with the emul driver, a ready client, and the reader list once the card the
 /// driver starts with is in it.
-async fn daemon_with_a_card() -> (Daemon, TestClient, ListReadersResponse) {
+async fn daemon_with_a_card() -> (Daemon, RawClient, ListReadersResponse) {
     let daemon = Daemon::start(&driver_dir(), "").await;
-    let mut client = TestClient::ready(&daemon.chipcardd.socket).await;
+    let mut client = ready(&daemon.chipcardd.socket).await;
     let list = client
-        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
+        .readers_until("a card in the first reader", |l| {
+            l.readers.first().is_some_and(|r| !r.cards.is_empty())
+        })
         .await;
     (daemon, client, list)
 }
@@ -270,8 +158,8 @@ async fn take_command_release_with_the_emul_driver() {
     let card = first_card(&list);
 
     let taken = a.take(card, None).await;
-    assert!(taken.outcome.is_ok(), "{taken:?}");
-    let r = a.command(card, SELECT_MF).await;
+    assert!(taken.is_none(), "{taken:?}");
+    let r = a.command_card(card, SELECT_MF).await;
     assert!(r.outcome.is_ok(), "{r:?}");
     assert_eq!(r.data.as_deref(), Some(&[0x90, 0x00][..]));
 
@@ -283,7 +171,7 @@ async fn take_command_release_with_the_emul_driver() {
         .await;
     assert_eq!(var.var_value, "Answer");
     let e = a
-        .call_error(&GetDriverVar {
+        .call::<ErrorResponse>(&GetDriverVar {
             card_id: card,
             var_name: "nope".into(),
         })
@@ -291,15 +179,21 @@ async fn take_command_release_with_the_emul_driver() {
     assert_eq!(e.code, 3);
 
     // A second client: busy, not owner.
-    let mut b = TestClient::ready(&daemon.chipcardd.socket).await;
+    let mut b = ready(&daemon.chipcardd.socket).await;
     let busy = b.take(card, Some(0)).await;
-    assert_eq!(busy.outcome.error.map(|c| c.number()), Some(10));
-    let r = b.command(card, SELECT_MF).await;
+    assert_eq!(busy.map(|c| c.number()), Some(10));
+    let r = b.command_card(card, SELECT_MF).await;
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(4));
 
     // The PIN verified by the holder does not pass to the next one.
-    assert_eq!(sw(&a.command(card, VERIFY_1234).await), vec![0x90, 0x00]);
-    assert_eq!(sw(&a.command(card, VERIFY_STATUS).await), vec![0x90, 0x00]);
+    assert_eq!(
+        sw(&a.command_card(card, VERIFY_1234).await),
+        vec![0x90, 0x00]
+    );
+    assert_eq!(
+        sw(&a.command_card(card, VERIFY_STATUS).await),
+        vec![0x90, 0x00]
+    );
     // b waits (pipelined with a ListReaders, which is answered meanwhile).
     let take_id = b
         .send(&TakeCard {
@@ -308,7 +202,7 @@ async fn take_command_release_with_the_emul_driver() {
         })
         .await;
     let list_id = b.send(&ListReaders {}).await;
-    let first = b.next().await;
+    let first = b.next_envelope().await.expect("connection open");
     assert_eq!(
         first.refid,
         Some(list_id),
@@ -316,10 +210,10 @@ async fn take_command_release_with_the_emul_driver() {
     );
     let released: ReleaseCardResponse = a.call(&ReleaseCard { card_id: card }).await;
     assert!(released.outcome.is_ok(), "{released:?}");
-    let took = b.answer(take_id).await;
+    let took = b.response_envelope(take_id).await;
     let took = TakeCardResponse::read_data(&took.data).expect("valid");
     assert!(took.outcome.is_ok(), "{took:?}");
-    let status = sw(&b.command(card, VERIFY_STATUS).await);
+    let status = sw(&b.command_card(card, VERIFY_STATUS).await);
     assert_eq!(
         status[0], 0x63,
         "the PIN is not verified for the next client: {status:02X?}"
@@ -328,13 +222,13 @@ async fn take_command_release_with_the_emul_driver() {
     // A waiting take times out with busy.
     let t0 = std::time::Instant::now();
     let busy = a.take(card, Some(300)).await;
-    assert_eq!(busy.outcome.error.map(|c| c.number()), Some(10));
+    assert_eq!(busy.map(|c| c.number()), Some(10));
     assert!(t0.elapsed() >= Duration::from_millis(300));
 
     // b disconnects: a can take the card (after its reset).
     drop(b);
     let taken = a.take(card, Some(5000)).await;
-    assert!(taken.outcome.is_ok(), "{taken:?}");
+    assert!(taken.is_none(), "{taken:?}");
     let reset: CardResetResponse = a.call(&CardReset { card_id: card }).await;
     assert!(reset.outcome.is_ok(), "{reset:?}");
     assert!(reset.atr.is_some_and(|atr| atr.first() == Some(&0x3B)));
@@ -346,25 +240,19 @@ async fn take_command_release_with_the_emul_driver() {
 async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection() {
     let dir = driver_dir();
     let daemon = Daemon::start(&dir, "").await;
-    let mut early = TestClient::connect(&daemon.chipcardd.socket).await;
-    let e = early.call_error(&ListReaders {}).await;
+    let mut early = RawClient::connect(&daemon.chipcardd.socket).await;
+    let e = early.call::<ErrorResponse>(&ListReaders {}).await;
     assert_eq!(e.code, 12, "{e:?}");
 
-    let mut a = TestClient::ready(&daemon.chipcardd.socket).await;
+    let mut a = ready(&daemon.chipcardd.socket).await;
     let id = a.send(&StopDriver {}).await; // not a client command
-    let env = a.answer(id).await;
+    let env = a.response_envelope(id).await;
     assert_eq!(
         ErrorResponse::read_data(&env.data).map(|e| e.code).ok(),
         Some(5)
     );
-    let bad = Envelope {
-        id: a.ids.next_id(),
-        refid: None,
-        cmd: "TakeCard".into(),
-        data: Group::new("data"),
-    };
-    a.conn.send(bad.clone()).await.expect("sends");
-    let env = a.answer(bad.id).await;
+    let bad_id = a.send_cmd("TakeCard", Group::new("data")).await;
+    let env = a.response_envelope(bad_id).await;
     let e = ErrorResponse::read_data(&env.data).expect("an Error");
     assert_eq!((e.code, e.text.as_str()), (2, "data/CardId: missing"));
     // A ServiceOpen naming no service: its own response, code 2.
@@ -374,9 +262,8 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
         Some(chipcard_ipc::ErrorCode::InvalidArgument)
     );
     // Repeated id: code 11, and the connection goes on.
-    let stale = Envelope::new(bad.id, None, &ListReaders {});
-    a.conn.send(stale).await.expect("sends");
-    let env = a.answer(bad.id).await;
+    a.send_with_id(bad_id, &ListReaders {}).await;
+    let env = a.response_envelope(bad_id).await;
     assert_eq!(
         ErrorResponse::read_data(&env.data).map(|e| e.code).ok(),
         Some(11)
@@ -464,17 +351,17 @@ async fn inserts_removals_notifications_and_driver_restart() {
 
     // Removal: the holder gets 7.
     let taken = a.take(avail.card_id, None).await;
-    assert!(taken.outcome.is_ok());
+    assert!(taken.is_none());
     assert_eq!(daemon.control("remove Keypad Reader 1").await, "ok");
     let _ = a
-        .readers_until(|l| {
+        .readers_until("the removed card gone", |l| {
             l.readers[0]
                 .cards
                 .iter()
                 .all(|c| c.card_id != avail.card_id)
         })
         .await;
-    let r = a.command(avail.card_id, SELECT_MF).await;
+    let r = a.command_card(avail.card_id, SELECT_MF).await;
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(7));
     let r: CardCheckResponse = a
         .call(&CardCheck {
@@ -484,7 +371,7 @@ async fn inserts_removals_notifications_and_driver_restart() {
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(7));
 
     // The driver dies: readers down, cards gone, then it is restarted.
-    a.pushed.clear();
+    a.clear_pushes();
     let pids = daemon.driver_pids();
     assert_eq!(pids.len(), 1, "one driver process: {pids:?}");
     nix::sys::signal::kill(
@@ -498,14 +385,14 @@ async fn inserts_removals_notifications_and_driver_restart() {
         (note.ntype.as_str(), note.ncode.as_str()) == ("card", "removed") || note.ntype == "reader",
         "{note:?}"
     );
-    let r = a.command(first, SELECT_MF).await;
+    let r = a.command_card(first, SELECT_MF).await;
     assert_eq!(
         r.outcome.error.map(|c| c.number()),
         Some(7),
         "the card went with its driver"
     );
     let list = a
-        .readers_until(|l| {
+        .readers_until("the restarted reader up with its card", |l| {
             l.readers[0].status == ReaderStatus::Up && !l.readers[0].cards.is_empty()
         })
         .await;
@@ -527,7 +414,7 @@ async fn a_hung_driver_is_killed_and_restarted() {
     let (daemon, mut a, list) = daemon_with_a_card().await;
     let first = first_card(&list);
     let taken = a.take(first, None).await;
-    assert!(taken.outcome.is_ok());
+    assert!(taken.is_none());
     let r: SetNotifyResponse = a
         .call(&SetNotify {
             flags: vec!["driver:*".into()],
@@ -539,7 +426,7 @@ async fn a_hung_driver_is_killed_and_restarted() {
     let pid = nix::unistd::Pid::from_raw(pids[0]);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stops the driver");
     // A command to the frozen driver fails once the ping timeout ends the driver.
-    let r = a.command(first, SELECT_MF).await;
+    let r = a.command_card(first, SELECT_MF).await;
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(7), "{r:?}");
     let mut codes = Vec::new();
     while !codes.contains(&"up".to_owned()) {
@@ -550,7 +437,11 @@ async fn a_hung_driver_is_killed_and_restarted() {
     }
     assert!(codes.contains(&"error".to_owned()), "{codes:?}");
     assert!(codes.contains(&"down".to_owned()), "{codes:?}");
-    let list = a.readers_until(|l| !l.readers[0].cards.is_empty()).await;
+    let list = a
+        .readers_until("the card back after the restart", |l| {
+            !l.readers[0].cards.is_empty()
+        })
+        .await;
     assert!(first_card(&list) > first);
     assert!(
         !daemon.driver_pids().contains(&pids[0]),
@@ -570,7 +461,7 @@ async fn a_driver_that_refuses_to_start_is_reported() {
         )
     })
     .await;
-    let mut a = TestClient::ready(&daemon.socket).await;
+    let mut a = ready(&daemon.socket).await;
     let r: SetNotifyResponse = a
         .call(&SetNotify {
             flags: vec!["driver:error".into()],
