@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use chipcard_ipc::message::{MessageSet, Outgoing};
-use chipcard_ipc::{Envelope, EnvelopeCodec, IdCounter};
+use chipcard_ipc::{Envelope, EnvelopeCodec, Group, IdCounter};
 use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
@@ -51,6 +51,22 @@ impl<M: MessageSet + Debug> Link<M> {
             .send(Envelope::new(id, None, message))
             .await
             .expect("send to the peer");
+    }
+
+    /// Sends a message with any command name and data (one the peer may not know, or one
+    /// missing a field), with the next id; returns the id.
+    pub async fn send_cmd(&mut self, cmd: &str, data: Group) -> u32 {
+        let id = self.next_id();
+        self.framed
+            .send(Envelope {
+                id,
+                refid: None,
+                cmd: cmd.to_owned(),
+                data,
+            })
+            .await
+            .expect("send to the peer");
+        id
     }
 
     /// The next message from the connection, within `limit` (pushes kept aside by

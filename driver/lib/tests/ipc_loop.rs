@@ -9,7 +9,7 @@ use chipcard_ipc::message::{
     CardType, DriverReader, DriverReadyResponse, DriverStart, ErrorResponse, FromDriver, Ping,
     ResetCard, StopDriver,
 };
-use chipcard_ipc::{DriverId, Envelope, ErrorCode, Group, Outcome, Outgoing, ReaderId};
+use chipcard_ipc::{DriverId, Envelope, ErrorCode, Group, Outcome, ReaderId};
 use chipcard_testlab::driver::card_command;
 use chipcard_testlab::link::Link;
 use futures::SinkExt;
@@ -320,7 +320,7 @@ async fn malformed_messages_get_error_replies() {
     server.start().await;
 
     // Unknown command: 5.
-    let id = server.link.send(&StopWaitLike).await;
+    let id = server.link.send_cmd("StopWait", Group::new("data")).await;
     let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     assert!(
@@ -329,7 +329,15 @@ async fn malformed_messages_get_error_replies() {
     );
 
     // Missing field: 2.
-    let id = server.link.send(&MissingData).await;
+    let id = server
+        .link
+        .send_cmd(
+            "CardCommand",
+            Group::new("data")
+                .with_char("ReaderId", "0x00000001")
+                .with_int("Slot", 0),
+        )
+        .await;
     let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     let FromDriver::ErrorResponse(e) = msg else {
@@ -467,30 +475,4 @@ async fn a_panicking_backend_ends_the_driver() {
     };
     assert_eq!(r.outcome.error, Some(ErrorCode::DriverError));
     assert!(matches!(server.finish().await, Err(Error::BackendGone)));
-}
-
-/// A command the driver does not know.
-struct StopWaitLike;
-
-impl Outgoing for StopWaitLike {
-    fn cmd(&self) -> &'static str {
-        "StopWait"
-    }
-    fn to_data(&self) -> Group {
-        Group::new("data")
-    }
-}
-
-/// `CardCommand` without its `data` field.
-struct MissingData;
-
-impl Outgoing for MissingData {
-    fn cmd(&self) -> &'static str {
-        "CardCommand"
-    }
-    fn to_data(&self) -> Group {
-        Group::new("data")
-            .with_char("ReaderId", "0x00000001")
-            .with_int("Slot", 0)
-    }
 }
