@@ -155,6 +155,19 @@ impl Server {
             .await;
     }
 
+    /// Sends `apdu` to reader 1, slot 0; returns the request's id.
+    async fn send_apdu(&mut self, apdu: &[u8]) -> u32 {
+        self.link.send(&card_command(ReaderId(1), 0, apdu)).await
+    }
+
+    /// Sends a `Ping`, whose answer must be the next message.
+    async fn ping_answered_next(&mut self) {
+        let ping = self.link.send(&Ping {}).await;
+        let (env, msg) = self.link.recv().await;
+        assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
+        assert_eq!(env.refid, Some(ping));
+    }
+
     /// Waits for a clean stop (after `StopDriver`) that called the backend's `stop`.
     async fn finish_stopped(self) {
         let stopped = self.stopped.clone();
@@ -182,10 +195,7 @@ async fn start_commands_reset_and_stop() {
         .expect("start saw config");
     assert_eq!(config.get_char("name").ok(), Some("f1"));
 
-    let id = server
-        .link
-        .send(&card_command(ReaderId(1), 0, &[0x00, 0xA4, 0x00, 0x0C]))
-        .await;
+    let id = server.send_apdu(&[0x00, 0xA4, 0x00, 0x0C]).await;
     let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     let FromDriver::CardCommandResponse(r) = msg else {
@@ -248,14 +258,8 @@ async fn start_commands_reset_and_stop() {
 #[tokio::test]
 async fn ping_is_answered_while_a_transmit_blocks() {
     let mut server = running_driver().await;
-    let slow = server
-        .link
-        .send(&card_command(ReaderId(1), 0, APDU_SLOW))
-        .await;
-    let ping = server.link.send(&Ping {}).await;
-    let (env, msg) = server.link.recv().await;
-    assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
-    assert_eq!(env.refid, Some(ping));
+    let slow = server.send_apdu(APDU_SLOW).await;
+    server.ping_answered_next().await;
     server.gate.send(()).expect("backend waits at the gate");
     let (env, msg) = server.link.recv().await;
     assert!(matches!(msg, FromDriver::CardCommandResponse(_)), "{msg:?}");
@@ -263,33 +267,17 @@ async fn ping_is_answered_while_a_transmit_blocks() {
     // Every id the driver sent so far was increasing: DriverReady 1, CardInserted 2, ...
     assert!(env.id > 3);
     server.link.hang_up();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), server.driver)
-            .await
-            .expect("in time")
-            .expect("no panic")
-            .expect("clean"),
-        Exit::ServerGone
-    );
+    assert_eq!(server.finish().await.expect("clean"), Exit::ServerGone);
 }
 
 #[tokio::test]
 async fn stop_during_a_long_call_waits_for_it_and_keeps_the_order() {
     let mut server = running_driver().await;
-    let slow = server
-        .link
-        .send(&card_command(ReaderId(1), 0, APDU_SLOW))
-        .await;
+    let slow = server.send_apdu(APDU_SLOW).await;
     // Long enough for the watcher to read for the busy IPC thread.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = server
-        .link
-        .send(&card_command(ReaderId(1), 0, &[0x00, 0xB0, 0x00, 0x00]))
-        .await;
-    let ping = server.link.send(&Ping {}).await;
-    let (env, msg) = server.link.recv().await;
-    assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
-    assert_eq!(env.refid, Some(ping));
+    let after = server.send_apdu(&[0x00, 0xB0, 0x00, 0x00]).await;
+    server.ping_answered_next().await;
     server.link.send(&StopDriver {}).await;
     server.gate.send(()).expect("backend waits at the gate");
     // The slow command's answer, then the one queued behind it, then the stop.
@@ -306,10 +294,7 @@ async fn malformed_messages_get_error_replies() {
     let mut server = start_driver(false);
 
     // A command before DriverStart.
-    let id = server
-        .link
-        .send(&card_command(ReaderId(1), 0, &[0, 0, 0, 0]))
-        .await;
+    let id = server.send_apdu(&[0, 0, 0, 0]).await;
     let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     assert!(
@@ -427,11 +412,7 @@ async fn eof_stops_the_backend() {
     let mut server = start_driver(false);
     let stopped = server.stopped.clone();
     server.link.hang_up();
-    let result = tokio::time::timeout(Duration::from_secs(10), server.driver)
-        .await
-        .expect("in time")
-        .expect("no panic");
-    assert_eq!(result.expect("clean"), Exit::ServerGone);
+    assert_eq!(server.finish().await.expect("clean"), Exit::ServerGone);
     assert!(stopped.load(Ordering::SeqCst));
 }
 
@@ -464,10 +445,7 @@ async fn failed_start_is_reported_and_ends_the_driver() {
 #[tokio::test]
 async fn a_panicking_backend_ends_the_driver() {
     let mut server = running_driver().await;
-    let id = server
-        .link
-        .send(&card_command(ReaderId(1), 0, APDU_PANIC))
-        .await;
+    let id = server.send_apdu(APDU_PANIC).await;
     let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     let FromDriver::CardCommandResponse(r) = msg else {
