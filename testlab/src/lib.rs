@@ -1,6 +1,7 @@
 //! chipcard's test lab: real card stacks without hardware, and the test playing chipcardd,
 //! shared by the tests of the drivers and services, the end-to-end tests and the benchmarks.
 //!
+//! - [`apdus`]: command APDUs the tests send again and again.
 //! - [`pcscd`]: an isolated pcscd (own socket, own reader configuration, own ports, no root
 //!   paths) with vsmartcard's vpcd readers, and chipcard's virtual cards inserted into them.
 //! - [`link`]: the test as chipcardd on its end of a socketpair to a driver or service.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
+pub mod apdus;
 pub mod child;
 pub mod chipcardd;
 pub mod driver;

@@ -14,7 +14,7 @@ use crate::link::ANSWER_TIMEOUT as TIMEOUT;
 use crate::raw_client::RawClient;
 
 /// `SELECT MF` (`00 A4 00 0C 02 3F 00`), which every emulated card answers with `90 00`.
-pub const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
+pub const SELECT_MF: &[u8] = &crate::apdus::SELECT_MF;
 
 /// The status word (last two bytes) of a response APDU.
 pub fn status_word(response: &[u8]) -> u16 {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chipcard_ipc::message::{CardType, FromDriver, Ping, ResetCard, StopDriver};
 use chipcard_ipc::{ErrorCode, Group, ReaderId};
+use chipcard_testlab::apdus::{verify, SELECT_MF, VERIFY_STATUS};
 use chipcard_testlab::child::{child_command, LinkedChild};
 use chipcard_testlab::link::Link;
 use common::{emul_library, mkt_library};
@@ -73,13 +74,6 @@ impl CtapiDriver for Link<FromDriver> {
 }
 
 const ATR: [u8; 6] = [0x3B, 0x81, 0x80, 0x01, 0x80, 0x80];
-const SELECT_MF: [u8; 7] = [0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
-
-fn verify(pin: &[u8]) -> Vec<u8> {
-    let mut apdu = vec![0x00, 0x20, 0x00, 0x80, 0x04];
-    apdu.extend_from_slice(pin);
-    apdu
-}
 
 #[tokio::test]
 async fn the_ctapi_driver_over_the_emulated_library() {
@@ -137,7 +131,7 @@ async fn the_ctapi_driver_over_the_emulated_library() {
         Ok(vec![0x90, 0x00])
     );
     assert_eq!(
-        server.try_apdu(0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.try_apdu(0, &VERIFY_STATUS).await,
         Ok(vec![0x90, 0x00])
     );
 
@@ -154,7 +148,7 @@ async fn the_ctapi_driver_over_the_emulated_library() {
     assert!(reset.outcome.is_ok(), "{:?}", reset.outcome);
     assert_eq!(reset.atr.as_deref(), Some(&ATR[..]));
     assert_eq!(
-        server.try_apdu(0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.try_apdu(0, &VERIFY_STATUS).await,
         Ok(vec![0x63, 0xC3])
     );
 

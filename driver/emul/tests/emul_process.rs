@@ -11,6 +11,7 @@ use chipcard_ipc::message::{
     CardType, DriverReadyResponse, DriverStart, FromDriver, Ping, ResetCard, StopDriver,
 };
 use chipcard_ipc::{DriverId, ErrorCode, Group, Outcome, ReaderId};
+use chipcard_testlab::apdus::{verify, VERIFY_STATUS};
 use chipcard_testlab::child::{child_command, LinkedChild};
 use chipcard_testlab::driver::card_command;
 
@@ -118,27 +119,15 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
         b"chip\x90\x00"
     );
     assert_eq!(
-        server
-            .apdu(
-                ReaderId(0),
-                0,
-                &[0x00, 0x20, 0x00, 0x80, 0x04, b'0', b'0', b'0', b'0']
-            )
-            .await,
+        server.apdu(ReaderId(0), 0, &verify(b"0000")).await,
         [0x63, 0xC2]
     );
     assert_eq!(
-        server
-            .apdu(
-                ReaderId(0),
-                0,
-                &[0x00, 0x20, 0x00, 0x80, 0x04, b'1', b'2', b'3', b'4']
-            )
-            .await,
+        server.apdu(ReaderId(0), 0, &verify(b"1234")).await,
         [0x90, 0x00]
     );
     assert_eq!(
-        server.apdu(ReaderId(0), 0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.apdu(ReaderId(0), 0, &VERIFY_STATUS).await,
         [0x90, 0x00]
     );
 
@@ -159,7 +148,7 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
         Some(&[0x3B, 0x81, 0x80, 0x01, 0x80, 0x80][..])
     );
     assert_eq!(
-        server.apdu(ReaderId(0), 0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.apdu(ReaderId(0), 0, &VERIFY_STATUS).await,
         [0x63, 0xC3]
     );
 
@@ -193,13 +182,7 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
     assert_eq!(&inserted.atr[..], &[0x3B, 0x01, 0x02]);
     // The inserted card has the reader's PIN and the default tree.
     assert_eq!(
-        server
-            .apdu(
-                ReaderId(0),
-                1,
-                &[0x00, 0x20, 0x00, 0x80, 0x04, b'4', b'3', b'2', b'1']
-            )
-            .await,
+        server.apdu(ReaderId(0), 1, &verify(b"4321")).await,
         [0x90, 0x00]
     );
     assert!(

@@ -9,26 +9,13 @@ use std::time::{Duration, Instant};
 use chipcard_emulcard::{default_files, CardConfig, FileConfig, Pin};
 use chipcard_ipc::message::{CardType, FromDriver};
 use chipcard_ipc::{ErrorCode, Group, ReaderId};
+use chipcard_testlab::apdus::{verify, SELECT_MF, VERIFY_STATUS};
 use common::{spawn_driver, Driver, Pcscd, CARD_TIMEOUT, READER_0, READER_1};
 
 const R0: ReaderId = ReaderId(0);
 const R1: ReaderId = ReaderId(1);
 
-const SELECT_MF: [u8; 7] = [0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
-const VERIFY_STATUS: [u8; 4] = [0x00, 0x20, 0x00, 0x80];
 const OK: [u8; 2] = [0x90, 0x00];
-
-fn verify(pin: &[u8]) -> Vec<u8> {
-    let mut apdu = vec![
-        0x00,
-        0x20,
-        0x00,
-        0x80,
-        u8::try_from(pin.len()).expect("short PIN"),
-    ];
-    apdu.extend_from_slice(pin);
-    apdu
-}
 
 /// The default card with PIN 1234 and an EF 5000 of 1000 bytes (for extended APDUs).
 fn card_config() -> CardConfig {
