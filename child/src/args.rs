@@ -10,7 +10,7 @@ use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
 use crate::parse_object_id_arg;
 
 /// The id chipcardd gives a child on its command line, and the kind of child it names.
-pub trait ChildId: Clone + std::fmt::Debug + Send + Sync + 'static {
+pub trait ChildId: Clone + std::fmt::Debug + std::fmt::Display + Send + Sync + 'static {
     /// The kind of child: `driver` or `service`.
     const KIND: &'static str;
     /// The flag that carries the id: `driver-id` or `service-id`.

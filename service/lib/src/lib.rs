@@ -77,7 +77,7 @@ use std::process::ExitCode;
 
 use chipcard_ipc::message::ServiceCard;
 use chipcard_ipc::{ClientId, ContextId, Group, ServiceId};
-use tracing::{error, info_span, Instrument};
+use tracing::{info_span, Instrument};
 
 pub use args::Args;
 pub use chipcard_child::{adopt_ipc_fd, init_logging};
@@ -195,18 +195,7 @@ impl Reply {
 /// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
 /// standard error) or [`EXIT_USAGE`].
 pub fn run<S: Service>(service: S) -> ExitCode {
-    let args: Args = match chipcard_child::parse_args() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    init_logging(args.log_level.as_deref());
-    match run_with(&args, service) {
-        Ok(_) => ExitCode::from(EXIT_OK),
-        Err(e) => {
-            error!(service_id = %args.id, "{e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    chipcard_child::run_child(|args: &Args| run_with(args, service))
 }
 
 /// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
