@@ -4,9 +4,10 @@
 //! chipcardd starts drivers and services the same way: a socketpair, the child's end as
 //! standard input, and `--ipc-fd 0` on the command line. This crate takes that descriptor
 //! over ([`adopt_ipc_fd`]), parses the command line ([`ChildArgs`], with the
-//! server-assigned object id as [`ChildId`]), sets up logging to standard error ([`init_logging`]) and
-//! runs the process's serve loop on a current-thread runtime ([`serve_on_fd`]); a failed
-//! request of either is a [`RequestError`].
+//! server-assigned object id as [`ChildId`]), sets up logging to standard error
+//! ([`init_logging`]) and runs the process's serve loop on a current-thread runtime
+//! ([`serve_on_fd`]); [`run_child`] is that whole life with its exit code. A failed request
+//! of either is a [`RequestError`].
 #![deny(unsafe_code)]
 
 mod args;
