@@ -33,6 +33,25 @@ impl RawClient {
         }
     }
 
+    /// The ids of all cards the server lists, reader by reader.
+    pub async fn card_ids(&mut self) -> Vec<CardId> {
+        self.list_readers()
+            .await
+            .readers
+            .iter()
+            .flat_map(|r| r.cards.iter().map(|c| c.card_id))
+            .collect()
+    }
+
+    /// The first card the server lists; fails the test when there is none.
+    pub async fn first_card(&mut self) -> CardId {
+        *self
+            .card_ids()
+            .await
+            .first()
+            .expect("the configuration has a card")
+    }
+
     /// The names of the readers the server lists, in its order.
     pub async fn reader_names(&mut self) -> Vec<String> {
         self.list_readers()
