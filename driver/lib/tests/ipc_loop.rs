@@ -127,12 +127,7 @@ impl Server {
         let config = Group::new("config")
             .with_char("type", "fake")
             .with_char("name", "f1");
-        self.link
-            .send(&DriverStart {
-                driver_id: DriverId(7),
-                config,
-            })
-            .await;
+        self.send_driver_start(config).await;
         let (env, msg) = self.link.recv().await;
         let FromDriver::DriverReady(ready) = msg else {
             panic!("expected DriverReady, got {msg:?}");
@@ -153,6 +148,16 @@ impl Server {
                 outcome: Outcome::ok("ok"),
             })
             .await;
+    }
+
+    /// Sends `DriverStart` for driver 7 with `config`; returns the message's id.
+    async fn send_driver_start(&mut self, config: Group) -> u32 {
+        self.link
+            .send(&DriverStart {
+                driver_id: DriverId(7),
+                config,
+            })
+            .await
     }
 
     /// Sends `apdu` to reader 1, slot 0; returns the request's id.
@@ -357,13 +362,7 @@ async fn malformed_messages_get_error_replies() {
     );
 
     // DriverStart twice: 11.
-    let id = server
-        .link
-        .send(&DriverStart {
-            driver_id: DriverId(7),
-            config: Group::new("config"),
-        })
-        .await;
+    let id = server.send_driver_start(Group::new("config")).await;
     let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     assert!(
@@ -419,13 +418,7 @@ async fn eof_stops_the_backend() {
 #[tokio::test]
 async fn failed_start_is_reported_and_ends_the_driver() {
     let mut server = start_driver(true);
-    server
-        .link
-        .send(&DriverStart {
-            driver_id: DriverId(7),
-            config: Group::new("config"),
-        })
-        .await;
+    server.send_driver_start(Group::new("config")).await;
     let (env, msg) = server.link.recv().await;
     let FromDriver::DriverReady(ready) = msg else {
         panic!("{msg:?}")
