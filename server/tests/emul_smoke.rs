@@ -12,9 +12,10 @@ use std::time::Duration;
 use chipcard_ipc::message::*;
 use chipcard_ipc::{CardId, EnvelopeCodec, Group, Message};
 use chipcard_testlab::chipcardd::Chipcardd;
+use chipcard_testlab::emul_control::control_line;
 use chipcard_testlab::raw_client::RawClient;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
 
@@ -92,19 +93,8 @@ driver {{
         Daemon { chipcardd, control }
     }
 
-    async fn control(&self, line: &str) -> String {
-        let mut s = UnixStream::connect(&self.control)
-            .await
-            .expect("control socket");
-        s.write_all(format!("{line}\n").as_bytes())
-            .await
-            .expect("writes");
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while s.read(&mut byte).await.expect("reads") == 1 && byte[0] != b'\n' {
-            answer.push(byte[0]);
-        }
-        String::from_utf8_lossy(&answer).into_owned()
+    fn control(&self, line: &str) -> String {
+        control_line(&self.control, line)
     }
 
     fn driver_pids(&self) -> Vec<i32> {
@@ -333,8 +323,8 @@ async fn inserts_removals_notifications_and_driver_restart() {
     let avail = a.wait_push("CardAvailable").await;
     let avail = CardAvailable::read_data(&avail.data).expect("valid");
     assert_eq!(avail.card_id, first);
-    assert_eq!(daemon.control("insert Plain Reader 0 3B0102").await, "ok");
-    assert_eq!(daemon.control("insert Keypad Reader 1 3B0203").await, "ok");
+    assert_eq!(daemon.control("insert Plain Reader 0 3B0102"), "ok");
+    assert_eq!(daemon.control("insert Keypad Reader 1 3B0203"), "ok");
     let avail = a.wait_push("CardAvailable").await;
     let avail = CardAvailable::read_data(&avail.data).expect("valid");
     assert_eq!(
@@ -352,7 +342,7 @@ async fn inserts_removals_notifications_and_driver_restart() {
     // Removal: the holder gets 7.
     let taken = a.take(avail.card_id, None).await;
     assert!(taken.is_none());
-    assert_eq!(daemon.control("remove Keypad Reader 1").await, "ok");
+    assert_eq!(daemon.control("remove Keypad Reader 1"), "ok");
     let _ = a
         .readers_until("the removed card gone", |l| {
             l.readers[0]

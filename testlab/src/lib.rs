@@ -7,6 +7,7 @@
 //! - [`link`]: the test as chipcardd on its end of a socketpair to a driver or service.
 //! - [`child`]: a driver or service binary started the way chipcardd starts it.
 //! - [`driver`]: the driver half of the protocol over a [`link::Link`].
+//! - [`emul_control`]: the emulated driver's control socket.
 //! - [`chipcardd`]: chipcardd as a process on a configuration the test writes.
 //! - [`raw_client`]: a client speaking the wire protocol directly, with the usual
 //!   [`requests`] as its methods.
@@ -17,6 +18,7 @@ pub mod apdus;
 pub mod child;
 pub mod chipcardd;
 pub mod driver;
+pub mod emul_control;
 pub mod link;
 pub mod pcscd;
 pub mod raw_client;

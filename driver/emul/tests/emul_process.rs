@@ -1,8 +1,6 @@
 //! Starts the built `chipcard-driver-emul` the way chipcardd does (a socketpair end as its
 //! standard input, `--ipc-fd 0`) and plays the server.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,6 +12,7 @@ use chipcard_ipc::{DriverId, ErrorCode, Group, Outcome, ReaderId};
 use chipcard_testlab::apdus::{verify, VERIFY_STATUS};
 use chipcard_testlab::child::{child_command, LinkedChild};
 use chipcard_testlab::driver::card_command;
+use chipcard_testlab::emul_control::control_line;
 
 /// The built driver, and the test as its chipcardd.
 type Server = LinkedChild<FromDriver>;
@@ -50,14 +49,6 @@ fn config(control: &Path) -> Group {
         .with_group(Group::new("vars").with_char("x", "y"))
         .with_group(reader1)
         .with_group(Group::new("reader").with_char("name", "Second"))
-}
-
-/// Sends one control line and returns the answer line.
-fn control(stream: &mut BufReader<StdUnixStream>, line: &str) -> String {
-    writeln!(stream.get_mut(), "{line}").expect("control write");
-    let mut answer = String::new();
-    stream.read_line(&mut answer).expect("control read");
-    answer.trim_end().to_owned()
 }
 
 #[tokio::test]
@@ -167,12 +158,10 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
     assert_eq!(r.outcome.error, Some(ErrorCode::CardRemoved));
 
     // The control socket.
-    let stream = StdUnixStream::connect(&control_path).expect("control socket exists");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut ctl = BufReader::new(stream);
-    assert_eq!(control(&mut ctl, "insert Emul Reader 1 1 3B0102"), "ok");
+    assert_eq!(
+        control_line(&control_path, "insert Emul Reader 1 1 3B0102"),
+        "ok"
+    );
     let (env, msg) = server.recv().await;
     assert_eq!(env.refid, None);
     let FromDriver::CardInserted(inserted) = msg else {
@@ -186,22 +175,22 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
         [0x90, 0x00]
     );
     assert!(
-        control(&mut ctl, "insert Emul Reader 1 1 3B00").starts_with("error: "),
+        control_line(&control_path, "insert Emul Reader 1 1 3B00").starts_with("error: "),
         "occupied"
     );
     assert!(
-        control(&mut ctl, "remove Second 0").starts_with("error: "),
+        control_line(&control_path, "remove Second 0").starts_with("error: "),
         "empty"
     );
     assert!(
-        control(&mut ctl, "remove Nobody 0").starts_with("error: "),
+        control_line(&control_path, "remove Nobody 0").starts_with("error: "),
         "no reader"
     );
     assert!(
-        control(&mut ctl, "frobnicate").starts_with("error: "),
+        control_line(&control_path, "frobnicate").starts_with("error: "),
         "unknown"
     );
-    assert_eq!(control(&mut ctl, "remove Emul Reader 1 0"), "ok");
+    assert_eq!(control_line(&control_path, "remove Emul Reader 1 0"), "ok");
     let (_, msg) = server.recv().await;
     let FromDriver::CardRemoved(removed) = msg else {
         panic!("{msg:?}")
