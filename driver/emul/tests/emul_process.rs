@@ -8,7 +8,7 @@ use std::time::Duration;
 use chipcard_ipc::message::{
     CardType, DriverReadyResponse, DriverStart, FromDriver, Ping, ResetCard, StopDriver,
 };
-use chipcard_ipc::{DriverId, ErrorCode, Group, Outcome, ReaderId};
+use chipcard_ipc::{DriverId, Envelope, ErrorCode, Group, Outcome, ReaderId};
 use chipcard_testlab::apdus::{verify, VERIFY_STATUS};
 use chipcard_testlab::child::{child_command, LinkedChild};
 use chipcard_testlab::driver::card_command;
@@ -25,8 +25,19 @@ fn spawn() -> Server {
     ))
 }
 
-fn command(reader: u32, slot: i32, apdu: &[u8]) -> chipcard_ipc::message::CardCommand {
-    card_command(ReaderId(reader), slot, apdu)
+/// Sends a SELECT to reader 0's empty `slot`; the answer must be "card removed" (7).
+/// Returns the answer's envelope.
+async fn select_in_an_empty_slot(server: &mut Server, slot: i32) -> Envelope {
+    let id = server
+        .send(&card_command(ReaderId(0), slot, &[0x00, 0xA4, 0x00, 0x0C]))
+        .await;
+    let (env, msg) = server.recv().await;
+    assert_eq!(env.refid, Some(id));
+    let FromDriver::CardCommandResponse(r) = msg else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(r.outcome.error, Some(ErrorCode::CardRemoved));
+    env
 }
 
 fn config(control: &Path) -> Group {
@@ -149,13 +160,7 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
     assert!(matches!(msg, FromDriver::PingResponse(_)));
 
     // An empty slot: card removed (7).
-    let id = server.send(&command(0, 1, &[0x00, 0xA4, 0x00, 0x0C])).await;
-    let (env, msg) = server.recv().await;
-    assert_eq!(env.refid, Some(id));
-    let FromDriver::CardCommandResponse(r) = msg else {
-        panic!("{msg:?}")
-    };
-    assert_eq!(r.outcome.error, Some(ErrorCode::CardRemoved));
+    select_in_an_empty_slot(&mut server, 1).await;
 
     // The control socket.
     assert_eq!(
@@ -197,13 +202,7 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
     };
     assert_eq!((removed.reader_id, removed.slot), (ReaderId(0), 0));
 
-    let id = server.send(&command(0, 0, &[0x00, 0xA4, 0x00, 0x0C])).await;
-    let (env, msg) = server.recv().await;
-    assert_eq!(env.refid, Some(id));
-    let FromDriver::CardCommandResponse(r) = msg else {
-        panic!("{msg:?}")
-    };
-    assert_eq!(r.outcome.error, Some(ErrorCode::CardRemoved));
+    let env = select_in_an_empty_slot(&mut server, 0).await;
     assert_eq!(env.data.get_int("code").ok(), Some(7));
 
     server.send(&StopDriver {}).await;
