@@ -3,17 +3,22 @@
 //!
 //! chipcardd starts drivers and services the same way: a socketpair, the child's end as
 //! standard input, and `--ipc-fd 0` on the command line. This crate takes that descriptor
-//! over ([`adopt_ipc_fd`]), parses the server-assigned object id given on the command line
-//! ([`parse_object_id_arg`]), sets up logging to standard error ([`init_logging`]) and
-//! runs the process's serve loop on a current-thread runtime ([`serve_on_fd`]); a failed
-//! request of either is a [`RequestError`].
+//! over ([`adopt_ipc_fd`]), parses the command line ([`ChildArgs`], with the
+//! server-assigned object id as [`ChildId`]), sets up logging to standard error
+//! ([`init_logging`]) and runs the process's serve loop on a current-thread runtime
+//! ([`serve_on_fd`]); [`run_child`] is that whole life with its exit code. A failed request
+//! of either is a [`RequestError`].
 #![deny(unsafe_code)]
 
+mod args;
 mod fd;
 mod request_error;
 
+use std::process::ExitCode;
+
 use tracing_subscriber::EnvFilter;
 
+pub use args::{ChildArgs, ChildId};
 pub use fd::adopt_ipc_fd;
 pub use request_error::RequestError;
 
@@ -62,12 +67,36 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Parses the command line into `A`. A bad one is reported on standard error and gives
 /// `Err(EXIT_USAGE)`; `--help` and `--version` print and give `Err(EXIT_OK)`.
-pub fn parse_args<A: clap::Parser>() -> Result<A, std::process::ExitCode> {
+pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
     A::try_parse().map_err(|e| {
         let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         let _ = e.print();
-        std::process::ExitCode::from(code)
+        ExitCode::from(code)
     })
+}
+
+/// The whole life of a driver or service process: parses [`ChildArgs`] from the command line
+/// ([`parse_args`]), sets up logging ([`init_logging`]) and runs `serve` with them.
+///
+/// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
+/// standard error, naming the child by its id) or [`EXIT_USAGE`].
+pub fn run_child<Id, T, E>(serve: impl FnOnce(&ChildArgs<Id>) -> Result<T, E>) -> ExitCode
+where
+    Id: ChildId,
+    E: std::fmt::Display,
+{
+    let args: ChildArgs<Id> = match parse_args() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    init_logging(args.log_level.as_deref());
+    match serve(&args) {
+        Ok(_) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            tracing::error!("{} {}: {e}", Id::KIND, args.id);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Adopts `ipc_fd` ([`adopt_ipc_fd`]) and runs `serve` on it to the end, on a

@@ -7,16 +7,16 @@
 //! more.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chipcard_ipc::message::*;
-use chipcard_ipc::{CardId, Envelope, EnvelopeCodec, Group, IdCounter, Message, Outgoing};
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use chipcard_ipc::{CardId, EnvelopeCodec, Group, Message};
+use chipcard_testlab::chipcardd::Chipcardd;
+use chipcard_testlab::emul_control::control_line;
+use chipcard_testlab::raw_client::RawClient;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
 use tokio_util::codec::Framed;
 
 const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
@@ -42,20 +42,17 @@ fn driver_dir() -> PathBuf {
     dir
 }
 
+/// chipcardd with the emul driver, and the driver's control socket.
 struct Daemon {
-    child: Child,
-    socket: PathBuf,
+    chipcardd: Chipcardd,
     control: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     async fn start(driver_dir: &Path, extra_server: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("chipcardd.sock");
-        let control = dir.path().join("emul.ctl");
-        let config = format!(
-            r#"
+        let chipcardd = Chipcardd::start(&chipcardd(), |socket, dir| {
+            format!(
+                r#"
 server {{
   socket="{socket}"
   socketMode="0600"
@@ -86,200 +83,49 @@ driver {{
   }}
 }}
 "#,
-            socket = socket.display(),
-            driver_dir = driver_dir.display(),
-            control = control.display(),
-        );
-        let config_path = dir.path().join("chipcardd.conf");
-        std::fs::write(&config_path, config).expect("writes the config");
-        let child = Command::new(chipcardd())
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--foreground")
-            .arg("--log-level")
-            .arg(std::env::var("CHIPCARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starts chipcardd");
-        let daemon = Daemon {
-            child,
-            socket,
-            control,
-            _dir: dir,
-        };
-        let deadline = tokio::time::Instant::now() + STEP;
-        while !daemon.socket.exists() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no socket after 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        daemon
+                socket = socket.display(),
+                driver_dir = driver_dir.display(),
+                control = dir.join("emul.ctl").display(),
+            )
+        })
+        .await;
+        let control = chipcardd.dir().join("emul.ctl");
+        Daemon { chipcardd, control }
     }
 
-    async fn control(&self, line: &str) -> String {
-        let mut s = UnixStream::connect(&self.control)
-            .await
-            .expect("control socket");
-        s.write_all(format!("{line}\n").as_bytes())
-            .await
-            .expect("writes");
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while s.read(&mut byte).await.expect("reads") == 1 && byte[0] != b'\n' {
-            answer.push(byte[0]);
-        }
-        String::from_utf8_lossy(&answer).into_owned()
+    fn control(&self, line: &str) -> String {
+        control_line(&self.control, line)
     }
 
     fn driver_pids(&self) -> Vec<i32> {
-        let Some(pid) = self.child.id() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for task in tasks.flatten() {
-                if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
-                    out.extend(
-                        children
-                            .split_whitespace()
-                            .filter_map(|p| p.parse::<i32>().ok()),
-                    );
-                }
-            }
-        }
-        out
+        self.chipcardd.child_pids()
     }
 
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("running") as i32;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("signals chipcardd");
-        let status = tokio::time::timeout(STEP, self.child.wait())
-            .await
-            .expect("chipcardd stops on SIGTERM")
-            .expect("waits");
-        assert!(status.success(), "chipcardd exit status {status}");
-        assert!(!self.socket.exists(), "the socket file is removed");
+    async fn stop(self) {
+        let socket = self.chipcardd.socket.clone();
+        self.chipcardd.stop(STEP).await;
+        assert!(!socket.exists(), "the socket file is removed");
     }
 }
 
-struct TestClient {
-    conn: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-    pushed: Vec<Envelope>,
+/// A client past `ClientReady`; the server says it runs on Linux.
+async fn ready(socket: &Path) -> RawClient {
+    let (client, response) = RawClient::ready_with_response(socket).await;
+    assert_eq!(response.system, "Linux");
+    client
 }
 
-impl TestClient {
-    async fn connect(socket: &Path) -> TestClient {
-        let stream = UnixStream::connect(socket).await.expect("connects");
-        TestClient {
-            conn: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-            pushed: Vec::new(),
-        }
-    }
-
-    async fn ready(socket: &Path) -> TestClient {
-        let mut c = TestClient::connect(socket).await;
-        let r: ClientReadyResponse = c
-            .call(&ClientReady {
-                application: "smoke".into(),
-                chipcard_version: "1".into(),
-                system: "Linux".into(),
-                gwen_version: None,
-            })
-            .await;
-        assert_eq!(r.system, "Linux");
-        c
-    }
-
-    async fn send(&mut self, msg: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
-        self.conn
-            .send(Envelope::new(id, None, msg))
-            .await
-            .expect("sends");
-        id
-    }
-
-    async fn next(&mut self) -> Envelope {
-        tokio::time::timeout(STEP, self.conn.next())
-            .await
-            .expect("an answer within 10 s")
-            .expect("connection open")
-            .expect("valid frame")
-            .expect("valid envelope")
-    }
-
-    /// Reads until the answer to `id`, keeping pushed messages.
-    async fn answer(&mut self, id: u32) -> Envelope {
-        loop {
-            let env = self.next().await;
-            if env.refid == Some(id) {
-                return env;
-            }
-            assert!(env.refid.is_none(), "answer to another request: {env:?}");
-            self.pushed.push(env);
-        }
-    }
-
-    async fn call<R: Message>(&mut self, msg: &impl Outgoing) -> R {
-        let id = self.send(msg).await;
-        let env = self.answer(id).await;
-        assert_eq!(env.cmd, R::CMD, "{env:?}");
-        R::read_data(&env.data).expect("a valid response")
-    }
-
-    async fn call_error(&mut self, msg: &impl Outgoing) -> ErrorResponse {
-        self.call::<ErrorResponse>(msg).await
-    }
-
-    async fn wait_push(&mut self, cmd: &str) -> Envelope {
-        if let Some(i) = self.pushed.iter().position(|e| e.cmd == cmd) {
-            return self.pushed.remove(i);
-        }
-        loop {
-            let env = self.next().await;
-            if env.cmd == cmd {
-                return env;
-            }
-            self.pushed.push(env);
-        }
-    }
-
-    async fn command(&mut self, card: CardId, apdu: &[u8]) -> CommandCardResponse {
-        self.call(&CommandCard {
-            card_id: card,
-            data: Bytes::copy_from_slice(apdu),
-            target: None,
+/// chipcardd with the emul driver, a ready client, and the reader list once the card the
+/// driver starts with is in it.
+async fn daemon_with_a_card() -> (Daemon, RawClient, ListReadersResponse) {
+    let daemon = Daemon::start(&driver_dir(), "").await;
+    let mut client = ready(&daemon.chipcardd.socket).await;
+    let list = client
+        .readers_until("a card in the first reader", |l| {
+            l.readers.first().is_some_and(|r| !r.cards.is_empty())
         })
-        .await
-    }
-
-    /// Polls ListReaders until `pred` holds.
-    async fn readers_until(
-        &mut self,
-        pred: impl Fn(&ListReadersResponse) -> bool,
-    ) -> ListReadersResponse {
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let list: ListReadersResponse = self.call(&ListReaders {}).await;
-            if pred(&list) {
-                return list;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "readers never got there: {list:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+        .await;
+    (daemon, client, list)
 }
 
 fn sw(r: &CommandCardResponse) -> Vec<u8> {
@@ -293,12 +139,7 @@ fn first_card(list: &ListReadersResponse) -> CardId {
 
 #[tokio::test]
 async fn take_command_release_with_the_emul_driver() {
-    let dir = driver_dir();
-    let daemon = Daemon::start(&dir, "").await;
-    let mut a = TestClient::ready(&daemon.socket).await;
-    let list = a
-        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
-        .await;
+    let (daemon, mut a, list) = daemon_with_a_card().await;
     assert_eq!(list.readers.len(), 2);
     assert_eq!(list.readers[0].reader_name, "Keypad Reader");
     assert_eq!(list.readers[0].driver_type, "emul");
@@ -306,14 +147,9 @@ async fn take_command_release_with_the_emul_driver() {
     assert_eq!(list.readers[0].status, ReaderStatus::Up);
     let card = first_card(&list);
 
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: card,
-            timeout: None,
-        })
-        .await;
-    assert!(taken.outcome.is_ok(), "{taken:?}");
-    let r = a.command(card, SELECT_MF).await;
+    let taken = a.take(card, None).await;
+    assert!(taken.is_none(), "{taken:?}");
+    let r = a.command_card(card, SELECT_MF).await;
     assert!(r.outcome.is_ok(), "{r:?}");
     assert_eq!(r.data.as_deref(), Some(&[0x90, 0x00][..]));
 
@@ -325,7 +161,7 @@ async fn take_command_release_with_the_emul_driver() {
         .await;
     assert_eq!(var.var_value, "Answer");
     let e = a
-        .call_error(&GetDriverVar {
+        .call::<ErrorResponse>(&GetDriverVar {
             card_id: card,
             var_name: "nope".into(),
         })
@@ -333,20 +169,21 @@ async fn take_command_release_with_the_emul_driver() {
     assert_eq!(e.code, 3);
 
     // A second client: busy, not owner.
-    let mut b = TestClient::ready(&daemon.socket).await;
-    let busy: TakeCardResponse = b
-        .call(&TakeCard {
-            card_id: card,
-            timeout: Some(0),
-        })
-        .await;
-    assert_eq!(busy.outcome.error.map(|c| c.number()), Some(10));
-    let r = b.command(card, SELECT_MF).await;
+    let mut b = ready(&daemon.chipcardd.socket).await;
+    let busy = b.take(card, Some(0)).await;
+    assert_eq!(busy.map(|c| c.number()), Some(10));
+    let r = b.command_card(card, SELECT_MF).await;
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(4));
 
     // The PIN verified by the holder does not pass to the next one.
-    assert_eq!(sw(&a.command(card, VERIFY_1234).await), vec![0x90, 0x00]);
-    assert_eq!(sw(&a.command(card, VERIFY_STATUS).await), vec![0x90, 0x00]);
+    assert_eq!(
+        sw(&a.command_card(card, VERIFY_1234).await),
+        vec![0x90, 0x00]
+    );
+    assert_eq!(
+        sw(&a.command_card(card, VERIFY_STATUS).await),
+        vec![0x90, 0x00]
+    );
     // b waits (pipelined with a ListReaders, which is answered meanwhile).
     let take_id = b
         .send(&TakeCard {
@@ -355,7 +192,7 @@ async fn take_command_release_with_the_emul_driver() {
         })
         .await;
     let list_id = b.send(&ListReaders {}).await;
-    let first = b.next().await;
+    let first = b.next_envelope().await.expect("connection open");
     assert_eq!(
         first.refid,
         Some(list_id),
@@ -363,10 +200,10 @@ async fn take_command_release_with_the_emul_driver() {
     );
     let released: ReleaseCardResponse = a.call(&ReleaseCard { card_id: card }).await;
     assert!(released.outcome.is_ok(), "{released:?}");
-    let took = b.answer(take_id).await;
+    let took = b.response_envelope(take_id).await;
     let took = TakeCardResponse::read_data(&took.data).expect("valid");
     assert!(took.outcome.is_ok(), "{took:?}");
-    let status = sw(&b.command(card, VERIFY_STATUS).await);
+    let status = sw(&b.command_card(card, VERIFY_STATUS).await);
     assert_eq!(
         status[0], 0x63,
         "the PIN is not verified for the next client: {status:02X?}"
@@ -374,24 +211,14 @@ async fn take_command_release_with_the_emul_driver() {
 
     // A waiting take times out with busy.
     let t0 = std::time::Instant::now();
-    let busy: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: card,
-            timeout: Some(300),
-        })
-        .await;
-    assert_eq!(busy.outcome.error.map(|c| c.number()), Some(10));
+    let busy = a.take(card, Some(300)).await;
+    assert_eq!(busy.map(|c| c.number()), Some(10));
     assert!(t0.elapsed() >= Duration::from_millis(300));
 
     // b disconnects: a can take the card (after its reset).
     drop(b);
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: card,
-            timeout: Some(5000),
-        })
-        .await;
-    assert!(taken.outcome.is_ok(), "{taken:?}");
+    let taken = a.take(card, Some(5000)).await;
+    assert!(taken.is_none(), "{taken:?}");
     let reset: CardResetResponse = a.call(&CardReset { card_id: card }).await;
     assert!(reset.outcome.is_ok(), "{reset:?}");
     assert!(reset.atr.is_some_and(|atr| atr.first() == Some(&0x3B)));
@@ -403,25 +230,19 @@ async fn take_command_release_with_the_emul_driver() {
 async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection() {
     let dir = driver_dir();
     let daemon = Daemon::start(&dir, "").await;
-    let mut early = TestClient::connect(&daemon.socket).await;
-    let e = early.call_error(&ListReaders {}).await;
+    let mut early = RawClient::connect(&daemon.chipcardd.socket).await;
+    let e = early.call::<ErrorResponse>(&ListReaders {}).await;
     assert_eq!(e.code, 12, "{e:?}");
 
-    let mut a = TestClient::ready(&daemon.socket).await;
+    let mut a = ready(&daemon.chipcardd.socket).await;
     let id = a.send(&StopDriver {}).await; // not a client command
-    let env = a.answer(id).await;
+    let env = a.response_envelope(id).await;
     assert_eq!(
         ErrorResponse::read_data(&env.data).map(|e| e.code).ok(),
         Some(5)
     );
-    let bad = Envelope {
-        id: a.ids.next_id(),
-        refid: None,
-        cmd: "TakeCard".into(),
-        data: Group::new("data"),
-    };
-    a.conn.send(bad.clone()).await.expect("sends");
-    let env = a.answer(bad.id).await;
+    let bad_id = a.send_cmd("TakeCard", Group::new("data")).await;
+    let env = a.response_envelope(bad_id).await;
     let e = ErrorResponse::read_data(&env.data).expect("an Error");
     assert_eq!((e.code, e.text.as_str()), (2, "data/CardId: missing"));
     // A ServiceOpen naming no service: its own response, code 2.
@@ -431,9 +252,8 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
         Some(chipcard_ipc::ErrorCode::InvalidArgument)
     );
     // Repeated id: code 11, and the connection goes on.
-    let stale = Envelope::new(bad.id, None, &ListReaders {});
-    a.conn.send(stale).await.expect("sends");
-    let env = a.answer(bad.id).await;
+    a.send_with_id(bad_id, &ListReaders {}).await;
+    let env = a.response_envelope(bad_id).await;
     assert_eq!(
         ErrorResponse::read_data(&env.data).map(|e| e.code).ok(),
         Some(11)
@@ -456,7 +276,9 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
         &b"GARBAGE\r\n\r\n"[..],
         b"POST /chipcard HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
     ] {
-        let mut raw = UnixStream::connect(&daemon.socket).await.expect("connects");
+        let mut raw = UnixStream::connect(&daemon.chipcardd.socket)
+            .await
+            .expect("connects");
         raw.write_all(garbage).await.expect("writes");
         let mut conn = Framed::new(raw, EnvelopeCodec::new());
         let env = tokio::time::timeout(STEP, conn.next())
@@ -482,12 +304,7 @@ async fn protocol_errors_are_answered_and_bad_frames_close_only_their_connection
 
 #[tokio::test]
 async fn inserts_removals_notifications_and_driver_restart() {
-    let dir = driver_dir();
-    let daemon = Daemon::start(&dir, "").await;
-    let mut a = TestClient::ready(&daemon.socket).await;
-    let list = a
-        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
-        .await;
+    let (daemon, mut a, list) = daemon_with_a_card().await;
     let first = first_card(&list);
     let r: SetNotifyResponse = a
         .call(&SetNotify {
@@ -506,8 +323,8 @@ async fn inserts_removals_notifications_and_driver_restart() {
     let avail = a.wait_push("CardAvailable").await;
     let avail = CardAvailable::read_data(&avail.data).expect("valid");
     assert_eq!(avail.card_id, first);
-    assert_eq!(daemon.control("insert Plain Reader 0 3B0102").await, "ok");
-    assert_eq!(daemon.control("insert Keypad Reader 1 3B0203").await, "ok");
+    assert_eq!(daemon.control("insert Plain Reader 0 3B0102"), "ok");
+    assert_eq!(daemon.control("insert Keypad Reader 1 3B0203"), "ok");
     let avail = a.wait_push("CardAvailable").await;
     let avail = CardAvailable::read_data(&avail.data).expect("valid");
     assert_eq!(
@@ -523,23 +340,18 @@ async fn inserts_removals_notifications_and_driver_restart() {
     );
 
     // Removal: the holder gets 7.
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: avail.card_id,
-            timeout: None,
-        })
-        .await;
-    assert!(taken.outcome.is_ok());
-    assert_eq!(daemon.control("remove Keypad Reader 1").await, "ok");
+    let taken = a.take(avail.card_id, None).await;
+    assert!(taken.is_none());
+    assert_eq!(daemon.control("remove Keypad Reader 1"), "ok");
     let _ = a
-        .readers_until(|l| {
+        .readers_until("the removed card gone", |l| {
             l.readers[0]
                 .cards
                 .iter()
                 .all(|c| c.card_id != avail.card_id)
         })
         .await;
-    let r = a.command(avail.card_id, SELECT_MF).await;
+    let r = a.command_card(avail.card_id, SELECT_MF).await;
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(7));
     let r: CardCheckResponse = a
         .call(&CardCheck {
@@ -549,7 +361,7 @@ async fn inserts_removals_notifications_and_driver_restart() {
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(7));
 
     // The driver dies: readers down, cards gone, then it is restarted.
-    a.pushed.clear();
+    a.clear_pushes();
     let pids = daemon.driver_pids();
     assert_eq!(pids.len(), 1, "one driver process: {pids:?}");
     nix::sys::signal::kill(
@@ -563,14 +375,14 @@ async fn inserts_removals_notifications_and_driver_restart() {
         (note.ntype.as_str(), note.ncode.as_str()) == ("card", "removed") || note.ntype == "reader",
         "{note:?}"
     );
-    let r = a.command(first, SELECT_MF).await;
+    let r = a.command_card(first, SELECT_MF).await;
     assert_eq!(
         r.outcome.error.map(|c| c.number()),
         Some(7),
         "the card went with its driver"
     );
     let list = a
-        .readers_until(|l| {
+        .readers_until("the restarted reader up with its card", |l| {
             l.readers[0].status == ReaderStatus::Up && !l.readers[0].cards.is_empty()
         })
         .await;
@@ -589,20 +401,10 @@ async fn inserts_removals_notifications_and_driver_restart() {
 
 #[tokio::test]
 async fn a_hung_driver_is_killed_and_restarted() {
-    let dir = driver_dir();
-    let daemon = Daemon::start(&dir, "").await;
-    let mut a = TestClient::ready(&daemon.socket).await;
-    let list = a
-        .readers_until(|l| l.readers.first().is_some_and(|r| !r.cards.is_empty()))
-        .await;
+    let (daemon, mut a, list) = daemon_with_a_card().await;
     let first = first_card(&list);
-    let taken: TakeCardResponse = a
-        .call(&TakeCard {
-            card_id: first,
-            timeout: None,
-        })
-        .await;
-    assert!(taken.outcome.is_ok());
+    let taken = a.take(first, None).await;
+    assert!(taken.is_none());
     let r: SetNotifyResponse = a
         .call(&SetNotify {
             flags: vec!["driver:*".into()],
@@ -614,7 +416,7 @@ async fn a_hung_driver_is_killed_and_restarted() {
     let pid = nix::unistd::Pid::from_raw(pids[0]);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stops the driver");
     // A command to the frozen driver fails once the ping timeout ends the driver.
-    let r = a.command(first, SELECT_MF).await;
+    let r = a.command_card(first, SELECT_MF).await;
     assert_eq!(r.outcome.error.map(|c| c.number()), Some(7), "{r:?}");
     let mut codes = Vec::new();
     while !codes.contains(&"up".to_owned()) {
@@ -625,7 +427,11 @@ async fn a_hung_driver_is_killed_and_restarted() {
     }
     assert!(codes.contains(&"error".to_owned()), "{codes:?}");
     assert!(codes.contains(&"down".to_owned()), "{codes:?}");
-    let list = a.readers_until(|l| !l.readers[0].cards.is_empty()).await;
+    let list = a
+        .readers_until("the card back after the restart", |l| {
+            !l.readers[0].cards.is_empty()
+        })
+        .await;
     assert!(first_card(&list) > first);
     assert!(
         !daemon.driver_pids().contains(&pids[0]),
@@ -637,29 +443,15 @@ async fn a_hung_driver_is_killed_and_restarted() {
 #[tokio::test]
 async fn a_driver_that_refuses_to_start_is_reported() {
     let dir = driver_dir();
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let socket = tmp.path().join("s.sock");
-    let config = format!(
-        "server {{\n socket=\"{}\"\n driverDir=\"{}\"\n}}\ndriver {{\n type=\"emul\"\n reader {{\n  slots=\"99\"\n }}\n}}\n",
-        socket.display(),
-        dir.display()
-    );
-    let path = tmp.path().join("c.conf");
-    std::fs::write(&path, config).expect("writes");
-    let mut child = Command::new(chipcardd())
-        .arg("--config")
-        .arg(&path)
-        .arg("--log-level")
-        .arg(std::env::var("CHIPCARD_TEST_LOG").unwrap_or_else(|_| "error".into()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts");
-    let deadline = tokio::time::Instant::now() + STEP;
-    while !socket.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "no socket");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut a = TestClient::ready(&socket).await;
+    let daemon = Chipcardd::start(&chipcardd(), |socket, _| {
+        format!(
+            "server {{\n socket=\"{}\"\n driverDir=\"{}\"\n}}\ndriver {{\n type=\"emul\"\n reader {{\n  slots=\"99\"\n }}\n}}\n",
+            socket.display(),
+            dir.display()
+        )
+    })
+    .await;
+    let mut a = ready(&daemon.socket).await;
     let r: SetNotifyResponse = a
         .call(&SetNotify {
             flags: vec!["driver:error".into()],
@@ -676,6 +468,4 @@ async fn a_driver_that_refuses_to_start_is_reported() {
     );
     let list: ListReadersResponse = a.call(&ListReaders {}).await;
     assert!(list.readers.is_empty());
-    let _ = child.start_kill();
-    let _ = child.wait().await;
 }

@@ -8,22 +8,22 @@
 
 pub mod configs;
 pub mod procs;
-pub mod requests;
+
+pub use chipcard_testlab::emul_control::control_line;
+pub use chipcard_testlab::raw_client::RawClient;
+pub use chipcard_testlab::requests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use chipcard_ipc::message::{ClientReady, Outgoing, ToClient};
-use chipcard_ipc::{Envelope, EnvelopeCodec, Group, IdCounter};
-use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
-use tokio_util::codec::{Encoder, Framed};
+use chipcard_ipc::message::ClientReady;
+use chipcard_ipc::{Envelope, EnvelopeCodec};
+use tokio_util::codec::Encoder;
 
 /// How long a test waits for anything before it fails.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = chipcard_testlab::link::ANSWER_TIMEOUT;
 
 /// The directory holding the workspace's built binaries (`target/debug` or `target/release`,
 /// the profile the tests were built with).
@@ -179,155 +179,5 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Sends `line` to an emulator control socket and returns the answer line.
-pub fn control_line(path: &Path, line: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(path)
-        .unwrap_or_else(|e| panic!("connect to control socket {}: {e}", path.display()));
-    stream.set_read_timeout(Some(TIMEOUT)).expect("set timeout");
-    writeln!(stream, "{line}").expect("write control line");
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .expect("read control answer");
-    answer.trim_end().to_owned()
-}
-
-/// A client that speaks the wire protocol directly.
-pub struct RawClient {
-    framed: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-}
-
-impl RawClient {
-    /// Connects without sending anything.
-    pub async fn connect(socket: &Path) -> RawClient {
-        let stream = UnixStream::connect(socket)
-            .await
-            .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-        RawClient {
-            framed: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-        }
-    }
-
-    /// Connects and completes `ClientReady`.
-    pub async fn ready(socket: &Path) -> RawClient {
-        let mut client = RawClient::connect(socket).await;
-        let reply = client
-            .request(&ClientReady {
-                application: "chipcard-tests".into(),
-                chipcard_version: chipcard_ipc::PROTOCOL_VERSION.into(),
-                system: "Linux".into(),
-                gwen_version: None,
-            })
-            .await;
-        assert!(
-            matches!(reply, ToClient::ClientReadyResponse(_)),
-            "ClientReady answered {reply:?}"
-        );
-        client
-    }
-
-    /// Sends a message and returns its id.
-    pub async fn send(&mut self, message: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
-        self.send_with_id(id, message).await;
-        id
-    }
-
-    /// Sends a message with a chosen id (for id-order tests).
-    pub async fn send_with_id(&mut self, id: u32, message: &impl Outgoing) {
-        self.framed
-            .send(Envelope::new(id, None, message))
-            .await
-            .expect("send message");
-    }
-
-    /// Sends raw bytes on the socket.
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.framed
-            .get_mut()
-            .write_all(bytes)
-            .await
-            .expect("send raw bytes");
-    }
-
-    /// Sends a frame whose body is `body`.
-    pub async fn send_body(&mut self, body: &[u8]) {
-        let mut buf = BytesMut::new();
-        chipcard_ipc::FrameCodec::new()
-            .encode(body, &mut buf)
-            .expect("frame the body");
-        self.send_raw(&buf).await;
-    }
-
-    /// Sends a message with any command name and data.
-    pub async fn send_cmd(&mut self, cmd: &str, data: Group) -> u32 {
-        let id = self.ids.next_id();
-        let env = Envelope {
-            id,
-            refid: None,
-            cmd: cmd.to_owned(),
-            data,
-        };
-        self.framed.send(env).await.expect("send message");
-        id
-    }
-
-    /// The next envelope, or `None` when the server closed the connection.
-    pub async fn next_envelope(&mut self) -> Option<Envelope> {
-        match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
-            Err(_) => panic!("no message from the server within {TIMEOUT:?}"),
-            Ok(None) => None,
-            Ok(Some(Err(e))) => panic!("bad frame from the server: {e}"),
-            Ok(Some(Ok(Err(e)))) => panic!("bad message from the server: {e}"),
-            Ok(Some(Ok(Ok(env)))) => Some(env),
-        }
-    }
-
-    /// The next message, decoded; panics on close.
-    pub async fn next_message(&mut self) -> (Envelope, ToClient) {
-        let env = self
-            .next_envelope()
-            .await
-            .expect("server closed the connection");
-        let msg = ToClient::decode(&env.cmd, &env.data)
-            .unwrap_or_else(|e| panic!("undecodable {}: {e}", env.cmd));
-        (env, msg)
-    }
-
-    /// Sends a request and returns the response to it, skipping pushes.
-    pub async fn request(&mut self, message: &impl Outgoing) -> ToClient {
-        let id = self.send(message).await;
-        self.response_to(id).await
-    }
-
-    /// The response to request `id`, skipping pushes (which have no refid).
-    pub async fn response_to(&mut self, id: u32) -> ToClient {
-        loop {
-            let (env, msg) = self.next_message().await;
-            if env.refid == Some(id) {
-                return msg;
-            }
-            assert!(
-                env.refid.is_none(),
-                "response to an unexpected request: {env:?}"
-            );
-        }
-    }
-
-    /// True once the server has closed the connection (reads until close, up to the timeout).
-    pub async fn is_closed_by_server(&mut self) -> bool {
-        loop {
-            match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
-                Err(_) => return false,
-                Ok(None) | Ok(Some(Err(_))) => return true,
-                Ok(Some(Ok(_))) => continue,
-            }
-        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chipcard_ipc::message::{ClientReady, ListReaders, TakeCard, ToClient};
-use chipcard_ipc::{CardId, Envelope, EnvelopeCodec, ErrorCode};
+use chipcard_ipc::{Envelope, EnvelopeCodec, ErrorCode};
 use chipcard_tests::procs::vm_rss_kib;
 use chipcard_tests::{RawClient, Server, TIMEOUT};
 use tokio::io::AsyncWriteExt;
@@ -35,17 +35,6 @@ driver {{
     )
 }
 
-async fn card(client: &mut RawClient) -> CardId {
-    match client.request(&ListReaders {}).await {
-        ToClient::ListReadersResponse(r) => r
-            .readers
-            .iter()
-            .find_map(|r| r.cards.first().map(|c| c.card_id))
-            .expect("a card"),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn connections_over_max_clients_are_refused() {
     // The harness's own readiness probe is one connection; it has closed by now.
@@ -66,7 +55,7 @@ async fn connections_over_max_clients_are_refused() {
     }
     assert!(c.is_closed_by_server().await);
     // The two served clients work; when one leaves, a new one gets in.
-    card(&mut a).await;
+    a.first_card().await;
     drop(b);
     let deadline = Instant::now() + TIMEOUT;
     let _d = loop {
@@ -98,7 +87,7 @@ async fn connections_over_max_clients_are_refused() {
 async fn requests_over_the_per_client_limit_wait() {
     let server = Server::start(&config(r#"maxRequestsPerClient="2""#));
     let mut holder = RawClient::ready(&server.socket).await;
-    let card = card(&mut holder).await;
+    let card = holder.first_card().await;
     match holder
         .request(&TakeCard {
             card_id: card,
@@ -121,7 +110,7 @@ async fn requests_over_the_per_client_limit_wait() {
     // Meanwhile other clients are served at once.
     let mut other = RawClient::ready(&server.socket).await;
     let started = Instant::now();
-    let _ = self::card(&mut other).await;
+    let _ = other.first_card().await;
     assert!(started.elapsed() < Duration::from_millis(500));
     // The ListReaders was not read until one of the two takes ended.
     let mut order = Vec::new();
@@ -171,14 +160,14 @@ async fn half_frames_time_out_but_idle_clients_stay() {
     assert!(header.is_closed_by_server().await);
     // A client idle between frames is fine.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    card(&mut idle).await;
+    idle.first_card().await;
 }
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     let server = Server::start(&config(r#"clientIdleTimeout="1000""#));
     let mut other = RawClient::ready(&server.socket).await;
-    card(&mut other).await;
+    other.first_card().await;
     let before = vm_rss_kib(server.pid());
 
     // Many ListReaders, never reading an answer.
@@ -210,7 +199,7 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     // Others are served meanwhile.
     for _ in 0..5 {
         let started = Instant::now();
-        card(&mut other).await;
+        other.first_card().await;
         assert!(started.elapsed() < Duration::from_secs(1));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -225,5 +214,5 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
         after < before + 16 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
     );
-    card(&mut other).await;
+    other.first_card().await;
 }

@@ -99,13 +99,7 @@ async fn sighup_starts_new_drivers_and_keeps_the_others_and_the_clients() {
     signal(server.pid(), "HUP");
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let names: Vec<String> = other
-            .list_readers()
-            .await
-            .readers
-            .into_iter()
-            .map(|r| r.reader_name)
-            .collect();
+        let names = other.reader_names().await;
         if names == ["B0"] {
             break;
         }

@@ -49,13 +49,7 @@ async fn readers_cards_apdus_and_pin_reset_through_pcscd() {
     let mut a = RawClient::ready(&server.socket).await;
     let mut b = RawClient::ready(&server.socket).await;
 
-    let names: Vec<String> = a
-        .list_readers()
-        .await
-        .readers
-        .into_iter()
-        .map(|r| r.reader_name)
-        .collect();
+    let names = a.reader_names().await;
     assert!(names.iter().any(|n| n == READER_0), "{names:?}");
     assert!(names.iter().any(|n| n == READER_1), "{names:?}");
 

@@ -117,7 +117,7 @@ async fn unknown_card_gets_code_3_and_foreign_card_code_4() {
         other => panic!("unexpected {other:?}"),
     }
 
-    let card = first_card(&mut client).await;
+    let card = client.first_card().await;
     let reply = client
         .request(&CommandCard {
             card_id: card,
@@ -127,19 +127,6 @@ async fn unknown_card_gets_code_3_and_foreign_card_code_4() {
         .await;
     match reply {
         ToClient::CommandCardResponse(r) => assert_eq!(r.outcome.error, Some(ErrorCode::NotOwner)),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn first_card(client: &mut RawClient) -> CardId {
-    match client.request(&ListReaders {}).await {
-        ToClient::ListReadersResponse(r) => r
-            .readers
-            .iter()
-            .flat_map(|r| r.cards.iter())
-            .map(|c| c.card_id)
-            .next()
-            .expect("the configuration has a card"),
         other => panic!("unexpected {other:?}"),
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chipcard_ipc::message::{CommandCard, ListReaders, ReleaseCard, TakeCard, ToClient};
-use chipcard_ipc::{CardId, ErrorCode};
+use chipcard_ipc::ErrorCode;
 use chipcard_tests::procs::{driver_pid, vm_rss_kib};
 use chipcard_tests::{RawClient, Server};
 
@@ -78,17 +78,6 @@ fn names_fid(response: &[u8], fid: u16) -> bool {
     response.ends_with(&[0x90, 0x00]) && response.windows(4).any(|w| w == [0x83, 0x02, hi, lo])
 }
 
-async fn cards(client: &mut RawClient) -> Vec<CardId> {
-    match client.request(&ListReaders {}).await {
-        ToClient::ListReadersResponse(r) => r
-            .readers
-            .iter()
-            .flat_map(|r| r.cards.iter().map(|c| c.card_id))
-            .collect(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 #[derive(Default)]
 struct Tally {
     ok: AtomicUsize,
@@ -101,7 +90,7 @@ async fn run_client(socket: std::path::PathBuf, n: usize, apdus: usize, tally: A
     let mut client = RawClient::ready(&socket).await;
     let mut attempted = 0;
     while attempted < apdus {
-        let present = cards(&mut client).await;
+        let present = client.card_ids().await;
         if present.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -189,7 +178,7 @@ async fn clients_pipelining_with_disconnects_and_a_driver_killed() {
     let (clients, apdus) = size();
     let server = Server::start(&config(clients));
     let mut probe = RawClient::ready(&server.socket).await;
-    assert_eq!(cards(&mut probe).await.len(), 2 * READERS_PER_DRIVER);
+    assert_eq!(probe.card_ids().await.len(), 2 * READERS_PER_DRIVER);
     let driver_a = match probe.request(&ListReaders {}).await {
         ToClient::ListReadersResponse(r) => r
             .readers
@@ -246,7 +235,7 @@ async fn clients_pipelining_with_disconnects_and_a_driver_killed() {
     assert!(disconnects > 0);
     // Driver a came back: all 20 cards are there again.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cards(&mut probe).await.len() < 2 * READERS_PER_DRIVER {
+    while probe.card_ids().await.len() < 2 * READERS_PER_DRIVER {
         assert!(
             Instant::now() < deadline,
             "driver a's cards did not come back"

@@ -21,6 +21,14 @@ pub mod wait;
 /// How long a subcommand lets the server wait for a card another client holds.
 pub const TAKE_TIMEOUT: Duration = chipcard_client::DEFAULT_TAKE_TIMEOUT;
 
+/// The arguments of the subcommands that act on one card (`atr`, `check`, `reset`).
+#[derive(Debug, clap::Args)]
+pub struct CardArgs {
+    /// The card (e.g. 0x00000003); default: the first card present.
+    #[arg(value_parser = parse_card_id)]
+    pub card: Option<CardId>,
+}
+
 /// Connects to the server the global options name.
 pub async fn connect(global: &Global) -> anyhow::Result<Client> {
     let mut options = ConnectOptions::new(format!("chipcard-tool {}", env!("CARGO_PKG_VERSION")));

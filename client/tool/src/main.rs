@@ -54,13 +54,13 @@ pub enum Command {
     /// Wait for a card and print its id, ATR, types and reader.
     Wait(commands::wait::Args),
     /// Print a card's ATR.
-    Atr(commands::atr::Args),
+    Atr(commands::CardArgs),
     /// Take a card and send it one or more APDUs in one session.
     Apdu(commands::apdu::Args),
     /// Ask whether a card is still present.
-    Check(commands::check::Args),
+    Check(commands::CardArgs),
     /// Take and reset a card and print its new ATR.
-    Reset(commands::reset::Args),
+    Reset(commands::CardArgs),
     /// Print notifications and card events as they happen.
     Monitor(commands::monitor::Args),
     /// Open a service, send it commands, close it.

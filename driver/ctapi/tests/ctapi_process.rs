@@ -3,178 +3,66 @@
 //! CT-API library (`libchipcard_ctapi_emul.so`, built as this crate's dev-dependency), and
 //! against Debian's real `libctapimkt1`, whose `CT_init` blocks with no serial terminal.
 
-use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use chipcard_ipc::message::{
-    CardCommand, CardType, DriverReadyResponse, DriverStart, FromDriver, Ping, ResetCard,
-    StopDriver,
-};
-use chipcard_ipc::{
-    DriverId, Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, Outcome, Outgoing, ReaderId,
-};
-use futures::{SinkExt, StreamExt};
-use tokio::net::UnixStream;
-use tokio_util::codec::Framed;
+use chipcard_ipc::message::{CardType, FromDriver, Ping, ResetCard, StopDriver};
+use chipcard_ipc::{ErrorCode, Group, ReaderId};
+use chipcard_testlab::apdus::{verify, SELECT_MF, VERIFY_STATUS};
+use chipcard_testlab::child::{child_command, LinkedChild};
+use chipcard_testlab::link::Link;
+use common::{emul_library, mkt_library};
 
-/// Where Debian's libctapimkt1 puts the library.
-const MKT_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/libctapimkt.so.1";
+/// The built driver, and the test as its chipcardd.
+type Server = LinkedChild<FromDriver>;
 
-/// The emulated CT-API library: Cargo builds the dev-dependency's cdylib into `deps/`
-/// beside this test; `cargo build -p chipcard-ctapi-emul` puts one in `target/debug`.
-fn emul_library() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let deps = exe.parent().expect("deps dir");
-    let candidates = [
-        deps.join("libchipcard_ctapi_emul.so"),
-        deps.parent()
-            .map(|d| d.join("libchipcard_ctapi_emul.so"))
-            .unwrap_or_default(),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("libchipcard_ctapi_emul.so not found in {candidates:?}; run `cargo build -p chipcard-ctapi-emul`")
-        })
-}
-
-/// Debian's real CT-API library; the test fails with what to install when it is missing.
-pub fn mkt_library() -> PathBuf {
-    let path = PathBuf::from(MKT_LIBRARY);
-    assert!(
-        path.is_file(),
-        "{MKT_LIBRARY} is missing: install it with `apt-get install libctapimkt1` (scripts/install-deps does)"
+/// Starts the driver; `cards` is the emulated library's card file (`CHIPCARD_CTAPI_EMUL`).
+fn spawn(cards: Option<&Path>) -> Server {
+    let mut command = child_command(
+        env!("CARGO_BIN_EXE_chipcard-driver-ctapi"),
+        "driver-id",
+        "debug",
     );
-    path
+    match cards {
+        Some(file) => command.env("CHIPCARD_CTAPI_EMUL", file),
+        None => command.env_remove("CHIPCARD_CTAPI_EMUL"),
+    };
+    Server::spawn(command)
 }
 
-struct Server {
-    framed: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-    child: Child,
-    /// Pushed events read while waiting for a response.
-    events: VecDeque<FromDriver>,
+/// What these tests ask of the driver, on top of the test lab's link.
+trait CtapiDriver {
+    /// An APDU to `reader`'s slot 0: the response, or the error code.
+    async fn try_apdu(&mut self, reader: u32, apdu: &[u8]) -> Result<Vec<u8>, ErrorCode>;
+    /// An APDU to `reader`'s slot 0: the response, or the error code and text.
+    async fn try_apdu_text(
+        &mut self,
+        reader: u32,
+        apdu: &[u8],
+    ) -> Result<Vec<u8>, (ErrorCode, String)>;
+    /// A `Ping` round trip.
+    async fn ping(&mut self) -> Duration;
 }
 
-impl Server {
-    fn spawn(cards: Option<&Path>) -> Server {
-        let (ours, theirs) = StdUnixStream::pair().expect("socketpair");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chipcard-driver-ctapi"));
-        command
-            .args([
-                "--ipc-fd",
-                "0",
-                "--driver-id",
-                "0x00000001",
-                "--log-level",
-                "debug",
-            ])
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        match cards {
-            Some(file) => command.env("CHIPCARD_CTAPI_EMUL", file),
-            None => command.env_remove("CHIPCARD_CTAPI_EMUL"),
-        };
-        let child = command.spawn().expect("the driver starts");
-        ours.set_nonblocking(true).expect("nonblocking");
-        Server {
-            framed: Framed::new(
-                UnixStream::from_std(ours).expect("tokio"),
-                EnvelopeCodec::new(),
-            ),
-            ids: IdCounter::new(),
-            child,
-            events: VecDeque::new(),
-        }
-    }
-
-    async fn send(&mut self, message: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
-        self.framed
-            .send(Envelope::new(id, None, message))
+impl CtapiDriver for Link<FromDriver> {
+    async fn try_apdu(&mut self, reader: u32, apdu: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        self.try_apdu_text(reader, apdu)
             .await
-            .expect("send to the driver");
-        id
+            .map_err(|(code, _)| code)
     }
 
-    async fn recv_within(&mut self, limit: Duration) -> (Envelope, FromDriver) {
-        let env = tokio::time::timeout(limit, self.framed.next())
-            .await
-            .expect("the driver answers in time")
-            .expect("connection open")
-            .expect("valid frame")
-            .expect("valid envelope");
-        let msg = FromDriver::decode(&env.cmd, &env.data).expect("a driver message");
-        (env, msg)
-    }
-
-    /// Sends a request and returns its response; pushes read meanwhile are kept.
-    async fn request(&mut self, message: &impl Outgoing) -> (Envelope, FromDriver) {
-        let id = self.send(message).await;
-        loop {
-            let (env, msg) = self.recv_within(Duration::from_secs(10)).await;
-            match env.refid {
-                Some(refid) if refid == id => return (env, msg),
-                Some(other) => panic!("response to {other}, expected {id}: {msg:?}"),
-                None => self.events.push_back(msg),
-            }
-        }
-    }
-
-    /// The next pushed event, waiting at most `limit`.
-    async fn event(&mut self, limit: Duration) -> FromDriver {
-        if let Some(e) = self.events.pop_front() {
-            return e;
-        }
-        let (env, msg) = self.recv_within(limit).await;
-        assert_eq!(env.refid, None, "a push, not a response: {msg:?}");
-        msg
-    }
-
-    async fn apdu(&mut self, reader: u32, apdu: &[u8]) -> Result<Vec<u8>, ErrorCode> {
-        self.apdu_text(reader, apdu).await.map_err(|(code, _)| code)
-    }
-
-    async fn apdu_text(
+    async fn try_apdu_text(
         &mut self,
         reader: u32,
         apdu: &[u8],
     ) -> Result<Vec<u8>, (ErrorCode, String)> {
-        let (_, msg) = self.request(&command(reader, apdu)).await;
-        let FromDriver::CardCommandResponse(r) = msg else {
-            panic!("{msg:?}")
-        };
-        match r.outcome.error {
-            None => Ok(r.data.expect("response data").to_vec()),
-            Some(code) => Err((code, r.outcome.text)),
+        let (outcome, data) = self.card_command(ReaderId(reader), 0, apdu).await;
+        match outcome.error {
+            None => Ok(data),
+            Some(code) => Err((code, outcome.text)),
         }
-    }
-
-    /// Sends DriverStart and returns the DriverReady message, then accepts the driver.
-    async fn start(&mut self, config: Group) -> chipcard_ipc::message::DriverReady {
-        self.send(&DriverStart {
-            driver_id: DriverId(1),
-            config,
-        })
-        .await;
-        let (env, msg) = self.recv_within(Duration::from_secs(10)).await;
-        assert_eq!(env.refid, None);
-        let FromDriver::DriverReady(ready) = msg else {
-            panic!("{msg:?}")
-        };
-        self.send(&DriverReadyResponse {
-            outcome: Outcome::ok("welcome"),
-        })
-        .await;
-        ready
     }
 
     async fn ping(&mut self) -> Duration {
@@ -183,55 +71,16 @@ impl Server {
         assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
         started.elapsed()
     }
-
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the driver did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn command(reader: u32, apdu: &[u8]) -> CardCommand {
-    CardCommand {
-        reader_id: ReaderId(reader),
-        slot: 0,
-        data: Bytes::copy_from_slice(apdu),
-        target: None,
-    }
 }
 
 const ATR: [u8; 6] = [0x3B, 0x81, 0x80, 0x01, 0x80, 0x80];
-const SELECT_MF: [u8; 7] = [0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
-
-fn verify(pin: &[u8]) -> Vec<u8> {
-    let mut apdu = vec![0x00, 0x20, 0x00, 0x80, 0x04];
-    apdu.extend_from_slice(pin);
-    apdu
-}
 
 #[tokio::test]
 async fn the_ctapi_driver_over_the_emulated_library() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cards = dir.path().join("cards");
     std::fs::write(&cards, "1 3B8180018080 1234\n").expect("card file");
-    let mut server = Server::spawn(Some(&cards));
+    let mut server = spawn(Some(&cards));
     let mut reader1 = Group::new("reader")
         .with_char("name", "CT one")
         .with_char("ctn", "1")
@@ -250,7 +99,7 @@ async fn the_ctapi_driver_over_the_emulated_library() {
                 .with_char("port", "2"),
         );
     let started = Instant::now();
-    let ready = server.start(config).await;
+    let ready = server.start_driver(config).await;
     assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
     let readers = &ready.readers.0;
     assert_eq!(readers.len(), 2);
@@ -271,12 +120,18 @@ async fn the_ctapi_driver_over_the_emulated_library() {
     eprintln!("start to CardInserted: {:?}", started.elapsed());
 
     let t = Instant::now();
-    assert_eq!(server.apdu(0, &SELECT_MF).await, Ok(vec![0x90, 0x00]));
+    assert_eq!(server.try_apdu(0, &SELECT_MF).await, Ok(vec![0x90, 0x00]));
     eprintln!("one APDU through CT_data: {:?}", t.elapsed());
-    assert_eq!(server.apdu(0, &verify(b"0000")).await, Ok(vec![0x63, 0xC2]));
-    assert_eq!(server.apdu(0, &verify(b"1234")).await, Ok(vec![0x90, 0x00]));
     assert_eq!(
-        server.apdu(0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.try_apdu(0, &verify(b"0000")).await,
+        Ok(vec![0x63, 0xC2])
+    );
+    assert_eq!(
+        server.try_apdu(0, &verify(b"1234")).await,
+        Ok(vec![0x90, 0x00])
+    );
+    assert_eq!(
+        server.try_apdu(0, &VERIFY_STATUS).await,
         Ok(vec![0x90, 0x00])
     );
 
@@ -293,16 +148,19 @@ async fn the_ctapi_driver_over_the_emulated_library() {
     assert!(reset.outcome.is_ok(), "{:?}", reset.outcome);
     assert_eq!(reset.atr.as_deref(), Some(&ATR[..]));
     assert_eq!(
-        server.apdu(0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.try_apdu(0, &VERIFY_STATUS).await,
         Ok(vec![0x63, 0xC3])
     );
 
     // No card in the second terminal yet.
     assert_eq!(
-        server.apdu(1, &SELECT_MF).await,
+        server.try_apdu(1, &SELECT_MF).await,
         Err(ErrorCode::CardRemoved)
     );
-    assert_eq!(server.apdu(5, &SELECT_MF).await, Err(ErrorCode::NotFound));
+    assert_eq!(
+        server.try_apdu(5, &SELECT_MF).await,
+        Err(ErrorCode::NotFound)
+    );
 
     // Insert into port 2, take the card out of port 1: found by polling.
     let t = Instant::now();
@@ -315,14 +173,14 @@ async fn the_ctapi_driver_over_the_emulated_library() {
         (ReaderId(1), &[0x3B, 0x01, 0x02][..])
     );
     eprintln!("insert noticed after {:?}", t.elapsed());
-    assert_eq!(server.apdu(1, &SELECT_MF).await, Ok(vec![0x90, 0x00]));
+    assert_eq!(server.try_apdu(1, &SELECT_MF).await, Ok(vec![0x90, 0x00]));
     std::fs::write(&cards, "2 3B0102\n").expect("card file");
     let FromDriver::CardRemoved(removed) = server.event(Duration::from_secs(5)).await else {
         panic!("CardRemoved expected")
     };
     assert_eq!((removed.reader_id, removed.slot), (ReaderId(0), 0));
     assert_eq!(
-        server.apdu(0, &SELECT_MF).await,
+        server.try_apdu(0, &SELECT_MF).await,
         Err(ErrorCode::CardRemoved)
     );
     server.ping().await;
@@ -336,9 +194,9 @@ async fn the_ctapi_driver_over_the_emulated_library() {
 
 #[tokio::test]
 async fn a_missing_library_is_a_start_error() {
-    let mut server = Server::spawn(None);
+    let mut server = spawn(None);
     let ready = server
-        .start(
+        .start_driver(
             Group::new("config")
                 .with_char("libraryFile", "/nonexistent/libctapi.so")
                 .with_group(Group::new("reader")),
@@ -352,8 +210,8 @@ async fn a_missing_library_is_a_start_error() {
     );
     assert_eq!(server.wait_exit(Duration::from_secs(5)).code(), Some(1));
 
-    let mut server = Server::spawn(None);
-    let ready = server.start(Group::new("config")).await;
+    let mut server = spawn(None);
+    let ready = server.start_driver(Group::new("config")).await;
     assert!(
         ready.outcome.text.contains("libraryFile"),
         "{}",
@@ -367,10 +225,10 @@ async fn a_missing_library_is_a_start_error() {
 #[tokio::test]
 async fn a_hanging_ct_init_puts_only_its_reader_out_of_service() {
     let library = mkt_library();
-    let mut server = Server::spawn(None);
+    let mut server = spawn(None);
     let started = Instant::now();
     let ready = server
-        .start(
+        .start_driver(
             Group::new("config")
                 .with_char("libraryFile", library.display().to_string())
                 .with_char("callTimeout", "1500")
@@ -418,7 +276,7 @@ async fn a_hanging_ct_init_puts_only_its_reader_out_of_service() {
     // Requests for the reader fail at once with code 8.
     let t = Instant::now();
     assert_eq!(
-        server.apdu(0, &SELECT_MF).await,
+        server.try_apdu(0, &SELECT_MF).await,
         Err(ErrorCode::DriverError)
     );
     assert!(t.elapsed() < Duration::from_millis(500));
@@ -445,7 +303,7 @@ async fn hanging_calls_put_only_their_reader_out_of_service() {
         "1 3B8180018080\nhang-init 3\n4 3B0102\nhang-apdu 4\n",
     )
     .expect("card file");
-    let mut server = Server::spawn(Some(&cards));
+    let mut server = spawn(Some(&cards));
     let reader = |ctn: &str, port: &str| {
         Group::new("reader")
             .with_char("ctn", ctn)
@@ -453,7 +311,7 @@ async fn hanging_calls_put_only_their_reader_out_of_service() {
     };
     let started = Instant::now();
     let ready = server
-        .start(
+        .start_driver(
             Group::new("config")
                 .with_char("libraryFile", emul_library().display().to_string())
                 .with_char("pollInterval", "50")
@@ -498,7 +356,10 @@ async fn hanging_calls_put_only_their_reader_out_of_service() {
 
     // The APDU that hangs: code 8 after callTimeout, and ReaderError for that reader.
     let t = Instant::now();
-    let (code, text) = server.apdu_text(2, &SELECT_MF).await.expect_err("hangs");
+    let (code, text) = server
+        .try_apdu_text(2, &SELECT_MF)
+        .await
+        .expect_err("hangs");
     let hung_after = t.elapsed();
     assert_eq!(code, ErrorCode::DriverError);
     assert!(
@@ -512,11 +373,11 @@ async fn hanging_calls_put_only_their_reader_out_of_service() {
     assert_eq!((e.reader_id, e.text.as_str()), (ReaderId(2), text.as_str()));
 
     // The working reader works; the failed ones fail at once.
-    assert_eq!(server.apdu(0, &SELECT_MF).await, Ok(vec![0x90, 0x00]));
+    assert_eq!(server.try_apdu(0, &SELECT_MF).await, Ok(vec![0x90, 0x00]));
     for reader in [1, 2] {
         let t = Instant::now();
         assert_eq!(
-            server.apdu(reader, &SELECT_MF).await,
+            server.try_apdu(reader, &SELECT_MF).await,
             Err(ErrorCode::DriverError)
         );
         assert!(t.elapsed() < Duration::from_millis(300));

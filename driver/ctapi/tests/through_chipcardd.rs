@@ -5,21 +5,16 @@
 //! chipcardd must be built in the same target directory (`cargo build --workspace --bins`,
 //! which scripts/test runs); without it these tests fail saying so.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chipcard_ipc::message::*;
-use chipcard_ipc::{CardId, Envelope, EnvelopeCodec, IdCounter, Message, Outgoing};
-use futures::{SinkExt, StreamExt};
-use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
-use tokio_util::codec::Framed;
-
-const STEP: Duration = Duration::from_secs(10);
-const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
-const MKT_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/libctapimkt.so.1";
+use chipcard_testlab::chipcardd::Chipcardd;
+use chipcard_testlab::raw_client::RawClient;
+use chipcard_testlab::requests::SELECT_MF;
+use common::{emul_library, mkt_library, MKT_LIBRARY};
 
 /// The directory holding chipcard-driver-ctapi, and chipcardd beside it.
 fn bin_dir() -> PathBuf {
@@ -35,142 +30,17 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
-fn emul_library() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let deps = exe.parent().expect("deps dir");
-    [deps.to_path_buf(), bin_dir()]
-        .iter()
-        .map(|d| d.join("libchipcard_ctapi_emul.so"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("libchipcard_ctapi_emul.so not found; run `cargo build -p chipcard-ctapi-emul`")
-        })
-}
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    /// Holds the configuration file until the daemon is gone.
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    /// Starts chipcardd with one ctapi driver; `driver_body` is the inside of its group.
-    async fn start(driver_body: &str) -> Daemon {
-        let bins = bin_dir();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("chipcardd.sock");
-        let config = format!(
+/// Starts chipcardd with one ctapi driver; `driver_body` is the inside of its group.
+async fn start_chipcardd(driver_body: &str) -> Chipcardd {
+    let bins = bin_dir();
+    Chipcardd::start(&bins.join("chipcardd"), |socket, _| {
+        format!(
             "server {{\n  socket=\"{}\"\n  socketMode=\"0600\"\n  driverDir=\"{}\"\n  pingInterval=\"500\"\n  pingTimeout=\"2000\"\n}}\ndriver {{\n  type=\"ctapi\"\n  name=\"ctapi\"\n{driver_body}\n}}\n",
             socket.display(),
             bins.display(),
-        );
-        let config_path = dir.path().join("chipcardd.conf");
-        std::fs::write(&config_path, config).expect("writes the config");
-        let child = Command::new(bins.join("chipcardd"))
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--foreground")
-            .arg("--log-level")
-            .arg(std::env::var("CHIPCARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starts chipcardd");
-        let deadline = Instant::now() + STEP;
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "no socket after 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Daemon {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    /// SIGTERM; chipcardd must stop its driver and exit 0 within `limit`.
-    async fn stop(mut self, limit: Duration) -> Duration {
-        let pid = self.child.id().expect("running");
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signals");
-        let t = Instant::now();
-        let status = tokio::time::timeout(limit, self.child.wait())
-            .await
-            .expect("chipcardd stops on SIGTERM in time")
-            .expect("waits");
-        assert!(status.success(), "chipcardd exit status {status}");
-        t.elapsed()
-    }
-}
-
-struct Client {
-    conn: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-}
-
-impl Client {
-    async fn ready(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).await.expect("connects");
-        let mut c = Client {
-            conn: Framed::new(stream, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-        };
-        let _: ClientReadyResponse = c
-            .call(&ClientReady {
-                application: "ctapi-test".into(),
-                chipcard_version: "1".into(),
-                system: "Linux".into(),
-                gwen_version: None,
-            })
-            .await;
-        c
-    }
-
-    async fn call<R: Message>(&mut self, msg: &impl Outgoing) -> R {
-        let id = self.ids.next_id();
-        self.conn
-            .send(Envelope::new(id, None, msg))
-            .await
-            .expect("sends");
-        loop {
-            let env = tokio::time::timeout(STEP, self.conn.next())
-                .await
-                .expect("an answer within 10 s")
-                .expect("connection open")
-                .expect("valid frame")
-                .expect("valid envelope");
-            if env.refid == Some(id) {
-                assert_eq!(env.cmd, R::CMD, "{env:?}");
-                return R::read_data(&env.data).expect("a valid response");
-            }
-        }
-    }
-
-    async fn readers_until(
-        &mut self,
-        what: &str,
-        pred: impl Fn(&ListReadersResponse) -> bool,
-    ) -> ListReadersResponse {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let list: ListReadersResponse = self.call(&ListReaders {}).await;
-            if pred(&list) {
-                return list;
-            }
-            assert!(Instant::now() < deadline, "never {what}: {list:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn command(&mut self, card: CardId, apdu: &[u8]) -> CommandCardResponse {
-        self.call(&CommandCard {
-            card_id: card,
-            data: Bytes::copy_from_slice(apdu),
-            target: None,
-        })
-        .await
-    }
+        )
+    })
+    .await
 }
 
 #[tokio::test]
@@ -179,14 +49,14 @@ async fn take_command_reset_release_through_chipcardd() {
     let cards_dir = tempfile::tempdir().expect("tempdir");
     let cards = cards_dir.path().join("cards");
     std::fs::write(&cards, "1 3B8180018080 1234\n").expect("card file");
-    let daemon = Daemon::start(&format!(
+    let daemon = start_chipcardd(&format!(
         "  libraryFile=\"{}\"\n  pollInterval=\"50\"\n  libraryEnv {{\n    CHIPCARD_CTAPI_EMUL=\"{}\"\n  }}\n  reader {{\n    name=\"CT-API Emul\"\n    ctn=\"1\"\n    port=\"1\"\n    flags=\"KEYPAD\"\n  }}",
         library.display(),
         cards.display()
     ))
     .await;
     let started = Instant::now();
-    let mut client = Client::ready(&daemon.socket).await;
+    let mut client = RawClient::ready(&daemon.socket).await;
     let list = client
         .readers_until("a card", |l| {
             l.readers.first().is_some_and(|r| !r.cards.is_empty())
@@ -204,18 +74,13 @@ async fn take_command_reset_release_through_chipcardd() {
         &[0x3B, 0x81, 0x80, 0x01, 0x80, 0x80]
     );
 
-    let taken: TakeCardResponse = client
-        .call(&TakeCard {
-            card_id: card,
-            timeout: None,
-        })
-        .await;
-    assert!(taken.outcome.is_ok(), "{taken:?}");
-    let r = client.command(card, SELECT_MF).await;
+    let taken = client.take(card, None).await;
+    assert!(taken.is_none(), "{taken:?}");
+    let r = client.command_card(card, SELECT_MF).await;
     assert!(r.outcome.is_ok(), "{r:?}");
     assert_eq!(r.data.as_deref(), Some(&[0x90, 0x00][..]));
     let r = client
-        .command(
+        .command_card(
             card,
             &[0x00, 0x20, 0x00, 0x80, 0x04, b'1', b'2', b'3', b'4'],
         )
@@ -227,7 +92,7 @@ async fn take_command_reset_release_through_chipcardd() {
         reset.atr.as_deref(),
         Some(&[0x3B, 0x81, 0x80, 0x01, 0x80, 0x80][..])
     );
-    let r = client.command(card, &[0x00, 0x20, 0x00, 0x80]).await;
+    let r = client.command_card(card, &[0x00, 0x20, 0x00, 0x80]).await;
     assert_eq!(
         r.data.as_deref(),
         Some(&[0x63, 0xC3][..]),
@@ -250,16 +115,13 @@ async fn take_command_reset_release_through_chipcardd() {
 
 #[tokio::test]
 async fn a_hanging_ctapi_library_does_not_hold_up_chipcardd() {
-    assert!(
-        Path::new(MKT_LIBRARY).is_file(),
-        "{MKT_LIBRARY} is missing: install it with `apt-get install libctapimkt1` (scripts/install-deps does)"
-    );
-    let daemon = Daemon::start(&format!(
+    mkt_library();
+    let daemon = start_chipcardd(&format!(
         "  libraryFile=\"{MKT_LIBRARY}\"\n  callTimeout=\"1500\"\n  reader {{\n    name=\"MKT\"\n    ctn=\"1\"\n    port=\"1\"\n  }}"
     ))
     .await;
     let started = Instant::now();
-    let mut client = Client::ready(&daemon.socket).await;
+    let mut client = RawClient::ready(&daemon.socket).await;
     let t = Instant::now();
     let list: ListReadersResponse = client.call(&ListReaders {}).await;
     assert!(

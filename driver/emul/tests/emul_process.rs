@@ -1,117 +1,43 @@
 //! Starts the built `chipcard-driver-emul` the way chipcardd does (a socketpair end as its
 //! standard input, `--ipc-fd 0`) and plays the server.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use bytes::Bytes;
 use chipcard_ipc::message::{
-    CardCommand, CardType, DriverReadyResponse, DriverStart, FromDriver, Ping, ResetCard,
-    StopDriver,
+    CardType, DriverReadyResponse, DriverStart, FromDriver, Ping, ResetCard, StopDriver,
 };
-use chipcard_ipc::{
-    DriverId, Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, Outcome, Outgoing, ReaderId,
-};
-use futures::{SinkExt, StreamExt};
-use tokio::net::UnixStream;
-use tokio_util::codec::Framed;
+use chipcard_ipc::{DriverId, Envelope, ErrorCode, Group, Outcome, ReaderId};
+use chipcard_testlab::apdus::{verify, VERIFY_STATUS};
+use chipcard_testlab::child::{child_command, LinkedChild};
+use chipcard_testlab::driver::card_command;
+use chipcard_testlab::emul_control::control_line;
 
-struct Server {
-    framed: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-    child: Child,
+/// The built driver, and the test as its chipcardd.
+type Server = LinkedChild<FromDriver>;
+
+fn spawn() -> Server {
+    Server::spawn(child_command(
+        env!("CARGO_BIN_EXE_chipcard-driver-emul"),
+        "driver-id",
+        "debug",
+    ))
 }
 
-impl Server {
-    fn spawn() -> Server {
-        let (ours, theirs) = StdUnixStream::pair().expect("socketpair");
-        let child = Command::new(env!("CARGO_BIN_EXE_chipcard-driver-emul"))
-            .args([
-                "--ipc-fd",
-                "0",
-                "--driver-id",
-                "0x00000001",
-                "--log-level",
-                "debug",
-            ])
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the driver starts");
-        ours.set_nonblocking(true).expect("nonblocking");
-        let ours = UnixStream::from_std(ours).expect("tokio stream");
-        Server {
-            framed: Framed::new(ours, EnvelopeCodec::new()),
-            ids: IdCounter::new(),
-            child,
-        }
-    }
-
-    async fn send(&mut self, message: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
-        self.framed
-            .send(Envelope::new(id, None, message))
-            .await
-            .expect("send to the driver");
-        id
-    }
-
-    async fn recv(&mut self) -> (Envelope, FromDriver) {
-        let env = tokio::time::timeout(Duration::from_secs(10), self.framed.next())
-            .await
-            .expect("the driver answers in time")
-            .expect("connection open")
-            .expect("valid frame")
-            .expect("valid envelope");
-        let msg = FromDriver::decode(&env.cmd, &env.data).expect("a driver message");
-        (env, msg)
-    }
-
-    /// Sends an APDU and returns the response APDU.
-    async fn apdu(&mut self, reader: u32, slot: i32, apdu: &[u8]) -> Vec<u8> {
-        let id = self.send(&command(reader, slot, apdu)).await;
-        let (env, msg) = self.recv().await;
-        assert_eq!(env.refid, Some(id));
-        let FromDriver::CardCommandResponse(r) = msg else {
-            panic!("{msg:?}")
-        };
-        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-        r.data.expect("response data").to_vec()
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the driver did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn command(reader: u32, slot: i32, apdu: &[u8]) -> CardCommand {
-    CardCommand {
-        reader_id: ReaderId(reader),
-        slot,
-        data: Bytes::copy_from_slice(apdu),
-        target: None,
-    }
+/// Sends a SELECT to reader 0's empty `slot`; the answer must be "card removed" (7).
+/// Returns the answer's envelope.
+async fn select_in_an_empty_slot(server: &mut Server, slot: i32) -> Envelope {
+    let id = server
+        .send(&card_command(ReaderId(0), slot, &[0x00, 0xA4, 0x00, 0x0C]))
+        .await;
+    let (env, msg) = server.recv().await;
+    assert_eq!(env.refid, Some(id));
+    let FromDriver::CardCommandResponse(r) = msg else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(r.outcome.error, Some(ErrorCode::CardRemoved));
+    env
 }
 
 fn config(control: &Path) -> Group {
@@ -136,19 +62,11 @@ fn config(control: &Path) -> Group {
         .with_group(Group::new("reader").with_char("name", "Second"))
 }
 
-/// Sends one control line and returns the answer line.
-fn control(stream: &mut BufReader<StdUnixStream>, line: &str) -> String {
-    writeln!(stream.get_mut(), "{line}").expect("control write");
-    let mut answer = String::new();
-    stream.read_line(&mut answer).expect("control read");
-    answer.trim_end().to_owned()
-}
-
 #[tokio::test]
 async fn the_emul_driver_as_chipcardd_sees_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let control_path = dir.path().join("emul.ctl");
-    let mut server = Server::spawn();
+    let mut server = spawn();
 
     server
         .send(&DriverStart {
@@ -192,36 +110,26 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
     // SELECT, READ BINARY, VERIFY on the default file tree.
     assert_eq!(
         server
-            .apdu(0, 0, &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x2F, 0x02])
+            .apdu(ReaderId(0), 0, &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x2F, 0x02])
             .await,
         [0x90, 0x00]
     );
     assert_eq!(
-        server.apdu(0, 0, &[0x00, 0xB0, 0x00, 0x00, 0x04]).await,
+        server
+            .apdu(ReaderId(0), 0, &[0x00, 0xB0, 0x00, 0x00, 0x04])
+            .await,
         b"chip\x90\x00"
     );
     assert_eq!(
-        server
-            .apdu(
-                0,
-                0,
-                &[0x00, 0x20, 0x00, 0x80, 0x04, b'0', b'0', b'0', b'0']
-            )
-            .await,
+        server.apdu(ReaderId(0), 0, &verify(b"0000")).await,
         [0x63, 0xC2]
     );
     assert_eq!(
-        server
-            .apdu(
-                0,
-                0,
-                &[0x00, 0x20, 0x00, 0x80, 0x04, b'1', b'2', b'3', b'4']
-            )
-            .await,
+        server.apdu(ReaderId(0), 0, &verify(b"1234")).await,
         [0x90, 0x00]
     );
     assert_eq!(
-        server.apdu(0, 0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.apdu(ReaderId(0), 0, &VERIFY_STATUS).await,
         [0x90, 0x00]
     );
 
@@ -242,7 +150,7 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
         Some(&[0x3B, 0x81, 0x80, 0x01, 0x80, 0x80][..])
     );
     assert_eq!(
-        server.apdu(0, 0, &[0x00, 0x20, 0x00, 0x80]).await,
+        server.apdu(ReaderId(0), 0, &VERIFY_STATUS).await,
         [0x63, 0xC3]
     );
 
@@ -252,21 +160,13 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
     assert!(matches!(msg, FromDriver::PingResponse(_)));
 
     // An empty slot: card removed (7).
-    let id = server.send(&command(0, 1, &[0x00, 0xA4, 0x00, 0x0C])).await;
-    let (env, msg) = server.recv().await;
-    assert_eq!(env.refid, Some(id));
-    let FromDriver::CardCommandResponse(r) = msg else {
-        panic!("{msg:?}")
-    };
-    assert_eq!(r.outcome.error, Some(ErrorCode::CardRemoved));
+    select_in_an_empty_slot(&mut server, 1).await;
 
     // The control socket.
-    let stream = StdUnixStream::connect(&control_path).expect("control socket exists");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut ctl = BufReader::new(stream);
-    assert_eq!(control(&mut ctl, "insert Emul Reader 1 1 3B0102"), "ok");
+    assert_eq!(
+        control_line(&control_path, "insert Emul Reader 1 1 3B0102"),
+        "ok"
+    );
     let (env, msg) = server.recv().await;
     assert_eq!(env.refid, None);
     let FromDriver::CardInserted(inserted) = msg else {
@@ -276,56 +176,44 @@ async fn the_emul_driver_as_chipcardd_sees_it() {
     assert_eq!(&inserted.atr[..], &[0x3B, 0x01, 0x02]);
     // The inserted card has the reader's PIN and the default tree.
     assert_eq!(
-        server
-            .apdu(
-                0,
-                1,
-                &[0x00, 0x20, 0x00, 0x80, 0x04, b'4', b'3', b'2', b'1']
-            )
-            .await,
+        server.apdu(ReaderId(0), 1, &verify(b"4321")).await,
         [0x90, 0x00]
     );
     assert!(
-        control(&mut ctl, "insert Emul Reader 1 1 3B00").starts_with("error: "),
+        control_line(&control_path, "insert Emul Reader 1 1 3B00").starts_with("error: "),
         "occupied"
     );
     assert!(
-        control(&mut ctl, "remove Second 0").starts_with("error: "),
+        control_line(&control_path, "remove Second 0").starts_with("error: "),
         "empty"
     );
     assert!(
-        control(&mut ctl, "remove Nobody 0").starts_with("error: "),
+        control_line(&control_path, "remove Nobody 0").starts_with("error: "),
         "no reader"
     );
     assert!(
-        control(&mut ctl, "frobnicate").starts_with("error: "),
+        control_line(&control_path, "frobnicate").starts_with("error: "),
         "unknown"
     );
-    assert_eq!(control(&mut ctl, "remove Emul Reader 1 0"), "ok");
+    assert_eq!(control_line(&control_path, "remove Emul Reader 1 0"), "ok");
     let (_, msg) = server.recv().await;
     let FromDriver::CardRemoved(removed) = msg else {
         panic!("{msg:?}")
     };
     assert_eq!((removed.reader_id, removed.slot), (ReaderId(0), 0));
 
-    let id = server.send(&command(0, 0, &[0x00, 0xA4, 0x00, 0x0C])).await;
-    let (env, msg) = server.recv().await;
-    assert_eq!(env.refid, Some(id));
-    let FromDriver::CardCommandResponse(r) = msg else {
-        panic!("{msg:?}")
-    };
-    assert_eq!(r.outcome.error, Some(ErrorCode::CardRemoved));
+    let env = select_in_an_empty_slot(&mut server, 0).await;
     assert_eq!(env.data.get_int("code").ok(), Some(7));
 
     server.send(&StopDriver {}).await;
-    let status = server.wait_exit();
+    let status = server.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "StopDriver exits 0");
     assert!(!control_path.exists(), "the control socket is removed");
 }
 
 #[tokio::test]
 async fn a_bad_configuration_is_reported_in_driver_ready() {
-    let mut server = Server::spawn();
+    let mut server = spawn();
     server
         .send(&DriverStart {
             driver_id: DriverId(1),
@@ -352,18 +240,14 @@ async fn a_bad_configuration_is_reported_in_driver_ready() {
             outcome: Outcome::ok("noted"),
         })
         .await;
-    assert_eq!(server.wait_exit().code(), Some(1));
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).code(), Some(1));
 }
 
 #[tokio::test]
 async fn the_driver_exits_when_the_server_goes_away() {
-    let mut server = Server::spawn();
-    let framed = std::mem::replace(
-        &mut server.framed,
-        Framed::new(UnixStream::pair().expect("pair").0, EnvelopeCodec::new()),
-    );
-    drop(framed);
-    assert_eq!(server.wait_exit().code(), Some(0));
+    let mut server = spawn();
+    server.hang_up();
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
 #[test]

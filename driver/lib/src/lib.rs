@@ -84,7 +84,7 @@ mod writer;
 
 use std::process::ExitCode;
 
-use tracing::{error, info_span};
+use tracing::info_span;
 
 pub use args::Args;
 pub use backend::{Backend, Event, EventReceiver, EventSink};
@@ -100,24 +100,13 @@ pub use chipcard_child::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 /// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
 /// standard error) or [`EXIT_USAGE`].
 pub fn run<B: Backend>(backend: B) -> ExitCode {
-    let args: Args = match chipcard_child::parse_args() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    init_logging(args.log_level.as_deref());
-    match run_with(&args, backend) {
-        Ok(_) => ExitCode::from(EXIT_OK),
-        Err(e) => {
-            error!(driver_id = %args.driver_id, "{e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    chipcard_child::run_child(|args: &Args| run_with(args, backend))
 }
 
 /// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on
 /// the calling thread.
 pub fn run_with<B: Backend>(args: &Args, backend: B) -> Result<Exit> {
     let stream = adopt_ipc_fd(args.ipc_fd)?;
-    let span = info_span!("driver", driver_id = %args.driver_id);
-    span.in_scope(|| serve::serve_on(stream, args.driver_id, backend, true))
+    let span = info_span!("driver", driver_id = %args.id);
+    span.in_scope(|| serve::serve_on(stream, args.id, backend, true))
 }

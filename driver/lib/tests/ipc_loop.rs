@@ -4,20 +4,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chipcard_driver::{serve, Backend, DriverError, Error, EventSink, Exit};
 use chipcard_ipc::message::{
-    CardCommand, CardType, DriverReader, DriverReadyResponse, DriverStart, ErrorResponse,
-    FromDriver, Ping, ResetCard, StopDriver,
+    CardType, DriverReader, DriverReadyResponse, DriverStart, ErrorResponse, FromDriver, Ping,
+    ResetCard, StopDriver,
 };
-use chipcard_ipc::{
-    DriverId, Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, Outcome, Outgoing, ReaderId,
-};
-use futures::{SinkExt, StreamExt};
+use chipcard_ipc::{DriverId, Envelope, ErrorCode, Group, Outcome, ReaderId};
+use chipcard_testlab::driver::card_command;
+use chipcard_testlab::link::Link;
+use futures::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
-use tokio_util::codec::Framed;
 
 const APDU_SLOW: &[u8] = &[0x00, 0xFF, 0x00, 0x00];
 const APDU_PANIC: &[u8] = &[0x00, 0xEE, 0x00, 0x00];
@@ -89,8 +87,7 @@ impl Backend for Fake {
 }
 
 struct Server {
-    framed: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
+    link: Link<FromDriver>,
     driver: JoinHandle<Result<Exit, Error>>,
     stopped: Arc<AtomicBool>,
     gate: mpsc::Sender<()>,
@@ -110,8 +107,7 @@ fn start_driver(fail_start: bool) -> Server {
     };
     let driver = tokio::spawn(serve(theirs, DriverId(7), fake));
     Server {
-        framed: Framed::new(ours, EnvelopeCodec::new()),
-        ids: IdCounter::new(),
+        link: Link::new(ours),
         driver,
         stopped,
         gate,
@@ -119,41 +115,20 @@ fn start_driver(fail_start: bool) -> Server {
     }
 }
 
+/// A driver past `DriverStart`, accepted by the server ([`Server::start`]).
+async fn running_driver() -> Server {
+    let mut server = start_driver(false);
+    server.start().await;
+    server
+}
+
 impl Server {
-    async fn send(&mut self, message: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
-        self.send_with_id(id, message).await;
-        id
-    }
-
-    async fn send_with_id(&mut self, id: u32, message: &impl Outgoing) {
-        self.framed
-            .send(Envelope::new(id, None, message))
-            .await
-            .expect("send to driver");
-    }
-
-    async fn recv(&mut self) -> (Envelope, FromDriver) {
-        let item = tokio::time::timeout(Duration::from_secs(5), self.framed.next())
-            .await
-            .expect("driver answers in time")
-            .expect("connection open")
-            .expect("valid frame")
-            .expect("valid envelope");
-        let message = FromDriver::decode(&item.cmd, &item.data).expect("known driver message");
-        (item, message)
-    }
-
     async fn start(&mut self) {
         let config = Group::new("config")
             .with_char("type", "fake")
             .with_char("name", "f1");
-        self.send(&DriverStart {
-            driver_id: DriverId(7),
-            config,
-        })
-        .await;
-        let (env, msg) = self.recv().await;
+        self.send_driver_start(config).await;
+        let (env, msg) = self.link.recv().await;
         let FromDriver::DriverReady(ready) = msg else {
             panic!("expected DriverReady, got {msg:?}");
         };
@@ -162,16 +137,47 @@ impl Server {
         assert_eq!(ready.driver_id, DriverId(7));
         assert_eq!(ready.readers.0.len(), 1);
         assert_eq!(ready.readers.0[0].name, "fake reader");
-        let (env, msg) = self.recv().await;
+        let (env, msg) = self.link.recv().await;
         assert_eq!(env.refid, None, "events are pushes");
         assert!(
             matches!(msg, FromDriver::CardInserted(ref c) if c.reader_id == ReaderId(1) && c.card_type == CardType::Processor),
             "{msg:?}"
         );
-        self.send(&DriverReadyResponse {
-            outcome: Outcome::ok("ok"),
-        })
-        .await;
+        self.link
+            .send(&DriverReadyResponse {
+                outcome: Outcome::ok("ok"),
+            })
+            .await;
+    }
+
+    /// Sends `DriverStart` for driver 7 with `config`; returns the message's id.
+    async fn send_driver_start(&mut self, config: Group) -> u32 {
+        self.link
+            .send(&DriverStart {
+                driver_id: DriverId(7),
+                config,
+            })
+            .await
+    }
+
+    /// Sends `apdu` to reader 1, slot 0; returns the request's id.
+    async fn send_apdu(&mut self, apdu: &[u8]) -> u32 {
+        self.link.send(&card_command(ReaderId(1), 0, apdu)).await
+    }
+
+    /// Sends a `Ping`, whose answer must be the next message.
+    async fn ping_answered_next(&mut self) {
+        let ping = self.link.send(&Ping {}).await;
+        let (env, msg) = self.link.recv().await;
+        assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
+        assert_eq!(env.refid, Some(ping));
+    }
+
+    /// Waits for a clean stop (after `StopDriver`) that called the backend's `stop`.
+    async fn finish_stopped(self) {
+        let stopped = self.stopped.clone();
+        assert_eq!(self.finish().await.expect("clean stop"), Exit::Stopped);
+        assert!(stopped.load(Ordering::SeqCst), "backend stop was called");
     }
 
     async fn finish(self) -> Result<Exit, Error> {
@@ -183,19 +189,9 @@ impl Server {
     }
 }
 
-fn command(reader: u32, slot: i32, apdu: &[u8]) -> CardCommand {
-    CardCommand {
-        reader_id: ReaderId(reader),
-        slot,
-        data: Bytes::copy_from_slice(apdu),
-        target: None,
-    }
-}
-
 #[tokio::test]
 async fn start_commands_reset_and_stop() {
-    let mut server = start_driver(false);
-    server.start().await;
+    let mut server = running_driver().await;
     let config = server
         .seen_config
         .lock()
@@ -204,8 +200,8 @@ async fn start_commands_reset_and_stop() {
         .expect("start saw config");
     assert_eq!(config.get_char("name").ok(), Some("f1"));
 
-    let id = server.send(&command(1, 0, &[0x00, 0xA4, 0x00, 0x0C])).await;
-    let (env, msg) = server.recv().await;
+    let id = server.send_apdu(&[0x00, 0xA4, 0x00, 0x0C]).await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     let FromDriver::CardCommandResponse(r) = msg else {
         panic!("{msg:?}")
@@ -219,9 +215,14 @@ async fn start_commands_reset_and_stop() {
     // Backend errors become failed outcomes with their codes.
     for (reader, slot, code) in [(1, 1, ErrorCode::CardRemoved), (9, 0, ErrorCode::NotFound)] {
         let id = server
-            .send(&command(reader, slot, &[0x00, 0xA4, 0x00, 0x0C]))
+            .link
+            .send(&card_command(
+                ReaderId(reader),
+                slot,
+                &[0x00, 0xA4, 0x00, 0x0C],
+            ))
             .await;
-        let (env, msg) = server.recv().await;
+        let (env, msg) = server.link.recv().await;
         assert_eq!(env.refid, Some(id));
         let FromDriver::CardCommandResponse(r) = msg else {
             panic!("{msg:?}")
@@ -232,83 +233,65 @@ async fn start_commands_reset_and_stop() {
     }
 
     // Reader commands are not supported by default.
-    let mut to_reader = command(1, 0, &[0x20, 0x10, 0x00, 0x00]);
+    let mut to_reader = card_command(ReaderId(1), 0, &[0x20, 0x10, 0x00, 0x00]);
     to_reader.target = Some("reader".into());
-    server.send(&to_reader).await;
-    let (_, msg) = server.recv().await;
+    server.link.send(&to_reader).await;
+    let (_, msg) = server.link.recv().await;
     let FromDriver::CardCommandResponse(r) = msg else {
         panic!("{msg:?}")
     };
     assert_eq!(r.outcome.error, Some(ErrorCode::NotSupported));
 
     let id = server
+        .link
         .send(&ResetCard {
             reader_id: ReaderId(1),
             slot: 0,
         })
         .await;
-    let (env, msg) = server.recv().await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     let FromDriver::ResetCardResponse(r) = msg else {
         panic!("{msg:?}")
     };
     assert_eq!(r.atr.as_deref(), Some(&[0x3B, 0x00][..]));
 
-    server.send(&StopDriver {}).await;
-    let stopped = server.stopped.clone();
-    assert_eq!(server.finish().await.expect("clean stop"), Exit::Stopped);
-    assert!(stopped.load(Ordering::SeqCst), "backend stop was called");
+    server.link.send(&StopDriver {}).await;
+    server.finish_stopped().await;
 }
 
 #[tokio::test]
 async fn ping_is_answered_while_a_transmit_blocks() {
-    let mut server = start_driver(false);
-    server.start().await;
-    let slow = server.send(&command(1, 0, APDU_SLOW)).await;
-    let ping = server.send(&Ping {}).await;
-    let (env, msg) = server.recv().await;
-    assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
-    assert_eq!(env.refid, Some(ping));
+    let mut server = running_driver().await;
+    let slow = server.send_apdu(APDU_SLOW).await;
+    server.ping_answered_next().await;
     server.gate.send(()).expect("backend waits at the gate");
-    let (env, msg) = server.recv().await;
+    let (env, msg) = server.link.recv().await;
     assert!(matches!(msg, FromDriver::CardCommandResponse(_)), "{msg:?}");
     assert_eq!(env.refid, Some(slow));
     // Every id the driver sent so far was increasing: DriverReady 1, CardInserted 2, ...
     assert!(env.id > 3);
-    drop(server.framed);
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), server.driver)
-            .await
-            .expect("in time")
-            .expect("no panic")
-            .expect("clean"),
-        Exit::ServerGone
-    );
+    server.link.hang_up();
+    assert_eq!(server.finish().await.expect("clean"), Exit::ServerGone);
 }
 
 #[tokio::test]
 async fn stop_during_a_long_call_waits_for_it_and_keeps_the_order() {
-    let mut server = start_driver(false);
-    server.start().await;
-    let slow = server.send(&command(1, 0, APDU_SLOW)).await;
+    let mut server = running_driver().await;
+    let slow = server.send_apdu(APDU_SLOW).await;
     // Long enough for the watcher to read for the busy IPC thread.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = server.send(&command(1, 0, &[0x00, 0xB0, 0x00, 0x00])).await;
-    let ping = server.send(&Ping {}).await;
-    let (env, msg) = server.recv().await;
-    assert!(matches!(msg, FromDriver::PingResponse(_)), "{msg:?}");
-    assert_eq!(env.refid, Some(ping));
-    server.send(&StopDriver {}).await;
+    let after = server.send_apdu(&[0x00, 0xB0, 0x00, 0x00]).await;
+    server.ping_answered_next().await;
+    server.link.send(&StopDriver {}).await;
     server.gate.send(()).expect("backend waits at the gate");
     // The slow command's answer, then the one queued behind it, then the stop.
-    let (env, _) = server.recv().await;
+    let (env, _) = server.link.recv().await;
     assert_eq!(env.refid, Some(slow));
-    let (env, msg) = server.recv().await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(after));
     assert!(matches!(msg, FromDriver::CardCommandResponse(_)), "{msg:?}");
-    let stopped = server.stopped.clone();
-    assert_eq!(server.finish().await.expect("clean stop"), Exit::Stopped);
-    assert!(stopped.load(Ordering::SeqCst), "backend stop was called");
+    server.finish_stopped().await;
 }
 
 #[tokio::test]
@@ -316,8 +299,8 @@ async fn malformed_messages_get_error_replies() {
     let mut server = start_driver(false);
 
     // A command before DriverStart.
-    let id = server.send(&command(1, 0, &[0, 0, 0, 0])).await;
-    let (env, msg) = server.recv().await;
+    let id = server.send_apdu(&[0, 0, 0, 0]).await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     assert!(
         matches!(msg, FromDriver::ErrorResponse(ref e) if e.error_code() == ErrorCode::Protocol),
@@ -327,8 +310,8 @@ async fn malformed_messages_get_error_replies() {
     server.start().await;
 
     // Unknown command: 5.
-    let id = server.send(&StopWaitLike).await;
-    let (env, msg) = server.recv().await;
+    let id = server.link.send_cmd("StopWait", Group::new("data")).await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     assert!(
         matches!(msg, FromDriver::ErrorResponse(ref e) if e.error_code() == ErrorCode::NotSupported),
@@ -336,8 +319,16 @@ async fn malformed_messages_get_error_replies() {
     );
 
     // Missing field: 2.
-    let id = server.send(&MissingData).await;
-    let (env, msg) = server.recv().await;
+    let id = server
+        .link
+        .send_cmd(
+            "CardCommand",
+            Group::new("data")
+                .with_char("ReaderId", "0x00000001")
+                .with_int("Slot", 0),
+        )
+        .await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     let FromDriver::ErrorResponse(e) = msg else {
         panic!("{msg:?}")
@@ -346,8 +337,8 @@ async fn malformed_messages_get_error_replies() {
     assert!(e.text.contains("data"), "{}", e.text);
 
     // An id that does not increase: 11.
-    server.send_with_id(id, &Ping {}).await;
-    let (env, msg) = server.recv().await;
+    server.link.send_with_id(id, &Ping {}).await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     assert!(
         matches!(msg, FromDriver::ErrorResponse(ref e) if e.error_code() == ErrorCode::Protocol),
@@ -360,10 +351,10 @@ async fn malformed_messages_get_error_replies() {
         "POST /chipcard HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let raw = server.framed.get_mut();
+    let raw = server.link.framed().get_mut();
     raw.write_all(frame.as_bytes()).await.expect("write");
     raw.write_all(body).await.expect("write");
-    let (env, msg) = server.recv().await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, None);
     assert!(
         matches!(msg, FromDriver::ErrorResponse(ref e) if e.error_code() == ErrorCode::Protocol),
@@ -371,13 +362,8 @@ async fn malformed_messages_get_error_replies() {
     );
 
     // DriverStart twice: 11.
-    let id = server
-        .send(&DriverStart {
-            driver_id: DriverId(7),
-            config: Group::new("config"),
-        })
-        .await;
-    let (env, msg) = server.recv().await;
+    let id = server.send_driver_start(Group::new("config")).await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     assert!(
         matches!(msg, FromDriver::ErrorResponse(ref e) if e.error_code() == ErrorCode::Protocol),
@@ -385,9 +371,10 @@ async fn malformed_messages_get_error_replies() {
     );
 
     // An Error reply from the server (a response: it has a refid) is not answered.
-    let id = server.ids.next_id();
+    let id = server.link.next_id();
     server
-        .framed
+        .link
+        .framed()
         .send(Envelope::new(
             id,
             Some(2),
@@ -397,18 +384,19 @@ async fn malformed_messages_get_error_replies() {
         .expect("send");
 
     // Still serving; the Ping's answer is the next message.
-    let id = server.send(&Ping {}).await;
-    let (env, _) = server.recv().await;
+    let id = server.link.send(&Ping {}).await;
+    let (env, _) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
 
     // A broken frame: 11, then the driver ends with an error.
     server
-        .framed
+        .link
+        .framed()
         .get_mut()
         .write_all(b"GARBAGE\r\n\r\n")
         .await
         .expect("write");
-    let (_, msg) = server.recv().await;
+    let (_, msg) = server.link.recv().await;
     assert!(
         matches!(msg, FromDriver::ErrorResponse(ref e) if e.error_code() == ErrorCode::Protocol),
         "{msg:?}"
@@ -420,27 +408,18 @@ async fn malformed_messages_get_error_replies() {
 
 #[tokio::test]
 async fn eof_stops_the_backend() {
-    let server = start_driver(false);
+    let mut server = start_driver(false);
     let stopped = server.stopped.clone();
-    drop(server.framed);
-    let result = tokio::time::timeout(Duration::from_secs(10), server.driver)
-        .await
-        .expect("in time")
-        .expect("no panic");
-    assert_eq!(result.expect("clean"), Exit::ServerGone);
+    server.link.hang_up();
+    assert_eq!(server.finish().await.expect("clean"), Exit::ServerGone);
     assert!(stopped.load(Ordering::SeqCst));
 }
 
 #[tokio::test]
 async fn failed_start_is_reported_and_ends_the_driver() {
     let mut server = start_driver(true);
-    server
-        .send(&DriverStart {
-            driver_id: DriverId(7),
-            config: Group::new("config"),
-        })
-        .await;
-    let (env, msg) = server.recv().await;
+    server.send_driver_start(Group::new("config")).await;
+    let (env, msg) = server.link.recv().await;
     let FromDriver::DriverReady(ready) = msg else {
         panic!("{msg:?}")
     };
@@ -448,6 +427,7 @@ async fn failed_start_is_reported_and_ends_the_driver() {
     assert_eq!(env.data.get_char("Code").ok(), Some("ERROR"));
     assert!(ready.outcome.text.contains("bad flags"));
     server
+        .link
         .send(&DriverReadyResponse {
             outcome: Outcome::ok("noted"),
         })
@@ -457,40 +437,13 @@ async fn failed_start_is_reported_and_ends_the_driver() {
 
 #[tokio::test]
 async fn a_panicking_backend_ends_the_driver() {
-    let mut server = start_driver(false);
-    server.start().await;
-    let id = server.send(&command(1, 0, APDU_PANIC)).await;
-    let (env, msg) = server.recv().await;
+    let mut server = running_driver().await;
+    let id = server.send_apdu(APDU_PANIC).await;
+    let (env, msg) = server.link.recv().await;
     assert_eq!(env.refid, Some(id));
     let FromDriver::CardCommandResponse(r) = msg else {
         panic!("{msg:?}")
     };
     assert_eq!(r.outcome.error, Some(ErrorCode::DriverError));
     assert!(matches!(server.finish().await, Err(Error::BackendGone)));
-}
-
-/// A command the driver does not know.
-struct StopWaitLike;
-
-impl Outgoing for StopWaitLike {
-    fn cmd(&self) -> &'static str {
-        "StopWait"
-    }
-    fn to_data(&self) -> Group {
-        Group::new("data")
-    }
-}
-
-/// `CardCommand` without its `data` field.
-struct MissingData;
-
-impl Outgoing for MissingData {
-    fn cmd(&self) -> &'static str {
-        "CardCommand"
-    }
-    fn to_data(&self) -> Group {
-        Group::new("data")
-            .with_char("ReaderId", "0x00000001")
-            .with_int("Slot", 0)
-    }
 }

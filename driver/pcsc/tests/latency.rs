@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chipcard_emulcard::CardConfig;
 use chipcard_ipc::message::FromDriver;
 use chipcard_ipc::ReaderId;
-use common::{percentiles, Driver, Pcscd, CARD_TIMEOUT, READER_0};
+use common::{percentiles, spawn_driver, Pcscd, CARD_TIMEOUT, READER_0};
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 
 /// SELECT EF 2F02, no FCI: a short command with a status-only answer.
@@ -75,10 +75,10 @@ async fn apdu_round_trips() {
     drop(card);
 
     // Through the driver.
-    let mut driver = Driver::spawn();
+    let mut driver = spawn_driver();
     let mut config = pcscd.driver_config();
     config.set_chars("readers", &[READER_0]);
-    driver.start(config).await;
+    driver.start_driver(config).await;
     match driver.event(CARD_TIMEOUT).await {
         FromDriver::CardInserted(_) => {}
         other => panic!("expected CardInserted: {other:?}"),
@@ -86,7 +86,7 @@ async fn apdu_round_trips() {
     let mut through = Vec::with_capacity(count);
     for i in 0..WARM_UP + count {
         let t = Instant::now();
-        let r = driver.apdu(ReaderId(0), &SELECT).await;
+        let r = driver.apdu(ReaderId(0), 0, &SELECT).await;
         let took = t.elapsed();
         assert_eq!(r, [0x90, 0x00]);
         if i >= WARM_UP {

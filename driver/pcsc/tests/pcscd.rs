@@ -9,26 +9,13 @@ use std::time::{Duration, Instant};
 use chipcard_emulcard::{default_files, CardConfig, FileConfig, Pin};
 use chipcard_ipc::message::{CardType, FromDriver};
 use chipcard_ipc::{ErrorCode, Group, ReaderId};
-use common::{Driver, Pcscd, CARD_TIMEOUT, READER_0, READER_1};
+use chipcard_testlab::apdus::{verify, SELECT_MF, VERIFY_STATUS};
+use common::{spawn_driver, Driver, Pcscd, CARD_TIMEOUT, READER_0, READER_1};
 
 const R0: ReaderId = ReaderId(0);
 const R1: ReaderId = ReaderId(1);
 
-const SELECT_MF: [u8; 7] = [0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
-const VERIFY_STATUS: [u8; 4] = [0x00, 0x20, 0x00, 0x80];
 const OK: [u8; 2] = [0x90, 0x00];
-
-fn verify(pin: &[u8]) -> Vec<u8> {
-    let mut apdu = vec![
-        0x00,
-        0x20,
-        0x00,
-        0x80,
-        u8::try_from(pin.len()).expect("short PIN"),
-    ];
-    apdu.extend_from_slice(pin);
-    apdu
-}
 
 /// The default card with PIN 1234 and an EF 5000 of 1000 bytes (for extended APDUs).
 fn card_config() -> CardConfig {
@@ -67,8 +54,8 @@ async fn removed(driver: &mut Driver, reader: ReaderId, since: Instant) -> Durat
 #[tokio::test]
 async fn readers_cards_apdus_reset_and_removal() {
     let pcscd = Pcscd::start();
-    let mut driver = Driver::spawn();
-    let ready = driver.start(pcscd.driver_config()).await;
+    let mut driver = spawn_driver();
+    let ready = driver.start_driver(pcscd.driver_config()).await;
     assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
     let readers = &ready.readers.0;
     let names: Vec<&str> = readers.iter().map(|r| r.name.as_str()).collect();
@@ -94,47 +81,47 @@ async fn readers_cards_apdus_reset_and_removal() {
     eprintln!("CardInserted after {took:?}");
 
     // APDUs: SELECT, the VERIFY flow.
-    assert_eq!(driver.apdu(R0, &SELECT_MF).await, OK);
-    assert_eq!(driver.apdu(R0, &VERIFY_STATUS).await, [0x63, 0xC3]);
-    assert_eq!(driver.apdu(R0, &verify(b"0000")).await, [0x63, 0xC2]);
-    assert_eq!(driver.apdu(R0, &verify(b"1234")).await, OK);
-    assert_eq!(driver.apdu(R0, &VERIFY_STATUS).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &SELECT_MF).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &VERIFY_STATUS).await, [0x63, 0xC3]);
+    assert_eq!(driver.apdu(R0, 0, &verify(b"0000")).await, [0x63, 0xC2]);
+    assert_eq!(driver.apdu(R0, 0, &verify(b"1234")).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &VERIFY_STATUS).await, OK);
 
     // Extended APDUs both ways: READ BINARY of 1000 bytes, UPDATE BINARY of 600 bytes.
     assert_eq!(
         driver
-            .apdu(R0, &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x50, 0x00])
+            .apdu(R0, 0, &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x50, 0x00])
             .await,
         OK
     );
     let read = driver
-        .apdu(R0, &[0x00, 0xB0, 0x00, 0x00, 0x00, 0x03, 0xE8])
+        .apdu(R0, 0, &[0x00, 0xB0, 0x00, 0x00, 0x00, 0x03, 0xE8])
         .await;
     assert_eq!(read.len(), 1002);
     assert_eq!(&read[1000..], OK);
     assert_eq!(read[251], 0);
     let mut update = vec![0x00, 0xD6, 0x00, 0x00, 0x00, 0x02, 0x58];
     update.extend(std::iter::repeat(0xA5).take(600));
-    assert_eq!(driver.apdu(R0, &update).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &update).await, OK);
     let read = driver
-        .apdu(R0, &[0x00, 0xB0, 0x00, 0x00, 0x00, 0x03, 0xE8])
+        .apdu(R0, 0, &[0x00, 0xB0, 0x00, 0x00, 0x00, 0x03, 0xE8])
         .await;
     assert!(read[..600].iter().all(|b| *b == 0xA5));
 
     // Reset: the ATR comes back, the PIN is no longer verified, no card events.
-    let (outcome, reset_atr) = driver.reset(R0).await;
+    let (outcome, reset_atr) = driver.reset_card(R0, 0).await;
     assert!(outcome.is_ok(), "{outcome:?}");
     assert_eq!(reset_atr, atr);
-    assert_eq!(driver.apdu(R0, &VERIFY_STATUS).await, [0x63, 0xC3]);
+    assert_eq!(driver.apdu(R0, 0, &VERIFY_STATUS).await, [0x63, 0xC3]);
 
     // Errors: empty reader 7, unknown reader 3, unknown slot 3.
-    let (outcome, _) = driver.command(R1, 0, &SELECT_MF).await;
+    let (outcome, _) = driver.card_command(R1, 0, &SELECT_MF).await;
     assert_eq!(outcome.error, Some(ErrorCode::CardRemoved), "{outcome:?}");
-    let (outcome, _) = driver.command(ReaderId(9), 0, &SELECT_MF).await;
+    let (outcome, _) = driver.card_command(ReaderId(9), 0, &SELECT_MF).await;
     assert_eq!(outcome.error, Some(ErrorCode::NotFound), "{outcome:?}");
-    let (outcome, _) = driver.command(R0, 1, &SELECT_MF).await;
+    let (outcome, _) = driver.card_command(R0, 1, &SELECT_MF).await;
     assert_eq!(outcome.error, Some(ErrorCode::NotFound), "{outcome:?}");
-    let (outcome, _) = driver.reset(R1).await;
+    let (outcome, _) = driver.reset_card(R1, 0).await;
     assert_eq!(outcome.error, Some(ErrorCode::CardRemoved), "{outcome:?}");
 
     // Remove: CardRemoved, then commands answer 7.
@@ -142,15 +129,15 @@ async fn readers_cards_apdus_reset_and_removal() {
     let emul = card.remove().expect("the card comes out");
     let took = removed(&mut driver, R0, t).await;
     eprintln!("CardRemoved after {took:?}");
-    let (outcome, _) = driver.command(R0, 0, &SELECT_MF).await;
+    let (outcome, _) = driver.card_command(R0, 0, &SELECT_MF).await;
     assert_eq!(outcome.error, Some(ErrorCode::CardRemoved), "{outcome:?}");
 
     // The same card again: a new connection; files kept, PIN state gone.
     let t = Instant::now();
     let card = pcscd.insert_card(emul);
     inserted(&mut driver, R0, t).await;
-    assert_eq!(driver.apdu(R0, &VERIFY_STATUS).await, [0x63, 0xC3]);
-    assert_eq!(driver.apdu(R0, &verify(b"1234")).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &VERIFY_STATUS).await, [0x63, 0xC3]);
+    assert_eq!(driver.apdu(R0, 0, &verify(b"1234")).await, OK);
 
     let status = driver.stop().await;
     assert_eq!(status.code(), Some(0));
@@ -162,10 +149,10 @@ async fn readers_cards_apdus_reset_and_removal() {
 #[tokio::test]
 async fn pcscd_restarts_are_survived() {
     let mut pcscd = Pcscd::start();
-    let mut driver = Driver::spawn();
+    let mut driver = spawn_driver();
     let mut config = pcscd.driver_config();
     config.set_chars("readers", &["*00 00"]);
-    let ready = driver.start(config).await;
+    let ready = driver.start_driver(config).await;
     assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
     let names: Vec<&str> = ready.readers.0.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, [READER_0], "the readers pattern selects one reader");
@@ -173,7 +160,7 @@ async fn pcscd_restarts_are_survived() {
     let t = Instant::now();
     let card = pcscd.insert(card_config());
     inserted(&mut driver, R0, t).await;
-    assert_eq!(driver.apdu(R0, &verify(b"1234")).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &verify(b"1234")).await, OK);
 
     // pcscd dies: the card is removed and the reader goes.
     let t = Instant::now();
@@ -184,7 +171,7 @@ async fn pcscd_restarts_are_survived() {
         other => panic!("expected ReaderDel: {other:?}"),
     }
     eprintln!("reader gone {:?} after pcscd was killed", t.elapsed());
-    let (outcome, _) = driver.command(R0, 0, &SELECT_MF).await;
+    let (outcome, _) = driver.card_command(R0, 0, &SELECT_MF).await;
     assert_eq!(outcome.error, Some(ErrorCode::NotFound), "{outcome:?}");
     // vpcd closed the card's connection with pcscd.
     let emul = card.remove().expect("the card's connection ended cleanly");
@@ -202,9 +189,9 @@ async fn pcscd_restarts_are_survived() {
     let t = Instant::now();
     let card = pcscd.insert_card(emul);
     inserted(&mut driver, R0, t).await;
-    assert_eq!(driver.apdu(R0, &VERIFY_STATUS).await, [0x63, 0xC3]);
-    assert_eq!(driver.apdu(R0, &verify(b"1234")).await, OK);
-    assert_eq!(driver.apdu(R0, &SELECT_MF).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &VERIFY_STATUS).await, [0x63, 0xC3]);
+    assert_eq!(driver.apdu(R0, 0, &verify(b"1234")).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &SELECT_MF).await, OK);
 
     assert_eq!(driver.stop().await.code(), Some(0));
     drop(card);
@@ -213,8 +200,8 @@ async fn pcscd_restarts_are_survived() {
 #[tokio::test]
 async fn pcscd_missing_at_start_then_started() {
     let mut pcscd = Pcscd::prepare();
-    let mut driver = Driver::spawn();
-    let ready = driver.start(pcscd.driver_config()).await;
+    let mut driver = spawn_driver();
+    let ready = driver.start_driver(pcscd.driver_config()).await;
     assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
     assert!(ready.readers.0.is_empty(), "no pcscd, no readers yet");
 
@@ -236,7 +223,7 @@ async fn pcscd_missing_at_start_then_started() {
     let t = Instant::now();
     let _card = pcscd.insert(card_config());
     inserted(&mut driver, R0, t).await;
-    assert_eq!(driver.apdu(R0, &SELECT_MF).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &SELECT_MF).await, OK);
     assert_eq!(driver.stop().await.code(), Some(0));
 }
 
@@ -248,25 +235,25 @@ async fn a_card_present_at_start_is_reported_after_driver_ready() {
     let _card = pcscd.insert(config);
     // Let pcscd see it before the driver starts.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let mut driver = Driver::spawn();
-    let ready = driver.start(pcscd.driver_config()).await;
+    let mut driver = spawn_driver();
+    let ready = driver.start_driver(pcscd.driver_config()).await;
     assert_eq!(ready.readers.0.len(), 2);
     let (got, _) = inserted(&mut driver, R0, Instant::now()).await;
     assert_eq!(got, atr);
-    assert_eq!(driver.apdu(R0, &SELECT_MF).await, OK);
+    assert_eq!(driver.apdu(R0, 0, &SELECT_MF).await, OK);
     assert_eq!(driver.stop().await.code(), Some(0));
 }
 
 #[tokio::test]
 async fn a_pcscd_without_readers() {
     let pcscd = Pcscd::start_without_readers();
-    let mut driver = Driver::spawn();
-    let ready = driver.start(pcscd.driver_config()).await;
+    let mut driver = spawn_driver();
+    let ready = driver.start_driver(pcscd.driver_config()).await;
     assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
     assert!(ready.readers.0.is_empty());
     let quiet = tokio::time::timeout(Duration::from_millis(1500), driver.recv()).await;
     assert!(quiet.is_err(), "no events: {quiet:?}");
-    let (outcome, _) = driver.command(R0, 0, &SELECT_MF).await;
+    let (outcome, _) = driver.card_command(R0, 0, &SELECT_MF).await;
     assert_eq!(outcome.error, Some(ErrorCode::NotFound), "{outcome:?}");
     let t = Instant::now();
     assert_eq!(driver.stop().await.code(), Some(0));
@@ -275,9 +262,9 @@ async fn a_pcscd_without_readers() {
 
 #[tokio::test]
 async fn a_bad_configuration_is_reported() {
-    let mut driver = Driver::spawn();
+    let mut driver = spawn_driver();
     let ready = driver
-        .start(Group::new("config").with_char("pollInterval", "soon"))
+        .start_driver(Group::new("config").with_char("pollInterval", "soon"))
         .await;
     assert_eq!(ready.outcome.error, Some(ErrorCode::InvalidArgument));
     assert!(

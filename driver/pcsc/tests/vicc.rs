@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chipcard_ipc::message::FromDriver;
 use chipcard_ipc::ReaderId;
-use common::{installed, Driver, Pcscd};
+use common::{installed, spawn_driver, Pcscd};
 
 const PACKAGES: [&str; 3] = [
     "vsmartcard-vpicc",
@@ -44,10 +44,10 @@ async fn the_python_vicc_card_through_the_driver() {
         return;
     }
     let pcscd = Pcscd::start();
-    let mut driver = Driver::spawn();
+    let mut driver = spawn_driver();
     let mut config = pcscd.driver_config();
     config.set_chars("readers", &["*00 00"]);
-    let ready = driver.start(config).await;
+    let ready = driver.start_driver(config).await;
     assert_eq!(ready.readers.0.len(), 1);
 
     // Debian's packaging: the module is not on sys.path, and vicc imports `Crypto` while
@@ -86,12 +86,12 @@ async fn the_python_vicc_card_through_the_driver() {
     let t = Instant::now();
     assert_eq!(
         driver
-            .apdu(ReaderId(0), &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00])
+            .apdu(ReaderId(0), 0, &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00])
             .await,
         [0x90, 0x00]
     );
     eprintln!("SELECT through vicc took {:?}", t.elapsed());
-    let (outcome, atr) = driver.reset(ReaderId(0)).await;
+    let (outcome, atr) = driver.reset_card(ReaderId(0), 0).await;
     assert!(outcome.is_ok(), "{outcome:?}");
     assert_eq!(atr, VICC_ATR);
 

@@ -77,7 +77,7 @@ use std::process::ExitCode;
 
 use chipcard_ipc::message::ServiceCard;
 use chipcard_ipc::{ClientId, ContextId, Group, ServiceId};
-use tracing::{error, info_span, Instrument};
+use tracing::{info_span, Instrument};
 
 pub use args::Args;
 pub use chipcard_child::{adopt_ipc_fd, init_logging};
@@ -195,25 +195,14 @@ impl Reply {
 /// Returns the process's exit code: [`EXIT_OK`], [`EXIT_FAILURE`] (after one error line on
 /// standard error) or [`EXIT_USAGE`].
 pub fn run<S: Service>(service: S) -> ExitCode {
-    let args: Args = match chipcard_child::parse_args() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    init_logging(args.log_level.as_deref());
-    match run_with(&args, service) {
-        Ok(_) => ExitCode::from(EXIT_OK),
-        Err(e) => {
-            error!(service_id = %args.service_id, "{e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    chipcard_child::run_child(|args: &Args| run_with(args, service))
 }
 
 /// [`run`] without argument parsing and logging setup: adopts `args.ipc_fd` and serves on a
 /// current-thread runtime.
 pub fn run_with<S: Service>(args: &Args, service: S) -> Result<Exit> {
-    let span = info_span!("service", service_id = %args.service_id);
+    let span = info_span!("service", service_id = %args.id);
     chipcard_child::serve_on_fd(args.ipc_fd, |stream| {
-        serve(stream, args.service_id, service).instrument(span)
+        serve(stream, args.id, service).instrument(span)
     })
 }

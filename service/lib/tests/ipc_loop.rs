@@ -4,14 +4,10 @@ use chipcard_ipc::message::{
     ForwardedServiceClose, ForwardedServiceCommand, ForwardedServiceOpen, FromService, Ping,
     ServiceReadyResponse, ServiceStart, StopService,
 };
-use chipcard_ipc::{
-    ClientId, ContextId, Envelope, EnvelopeCodec, ErrorCode, Group, IdCounter, Outcome, Outgoing,
-    ServiceId,
-};
+use chipcard_ipc::{ClientId, ContextId, ErrorCode, Group, Outcome, ServiceId};
 use chipcard_service::{serve, Context, Error, Exit, Reply, Request, Service, ServiceError};
-use futures::{SinkExt, StreamExt};
+use chipcard_testlab::link::Link;
 use tokio::net::UnixStream;
-use tokio_util::codec::Framed;
 
 /// Echoes `text`, counting commands per context; refuses to start with `fail="yes"`.
 struct Echo {
@@ -44,47 +40,13 @@ impl Service for Echo {
     }
 }
 
-struct Server {
-    conn: Framed<UnixStream, EnvelopeCodec>,
-    ids: IdCounter,
-}
-
-impl Server {
-    async fn send(&mut self, msg: &impl Outgoing) -> u32 {
-        let id = self.ids.next_id();
-        self.conn
-            .send(Envelope::new(id, None, msg))
-            .await
-            .expect("send");
-        id
-    }
-
-    async fn answer(&mut self, id: u32) -> FromService {
-        let env = self
-            .conn
-            .next()
-            .await
-            .expect("open")
-            .expect("frame")
-            .expect("envelope");
-        assert_eq!(env.refid, Some(id), "{env:?}");
-        FromService::decode(&env.cmd, &env.data).expect("decodes")
-    }
-
-    async fn call(&mut self, msg: &impl Outgoing) -> FromService {
-        let id = self.send(msg).await;
-        self.answer(id).await
-    }
-}
-
-fn start() -> (Server, tokio::task::JoinHandle<Result<Exit, Error>>) {
+fn start() -> (
+    Link<FromService>,
+    tokio::task::JoinHandle<Result<Exit, Error>>,
+) {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
     let task = tokio::spawn(serve(theirs, ServiceId(5), Echo { commands: 0 }));
-    let server = Server {
-        conn: Framed::new(ours, EnvelopeCodec::new()),
-        ids: IdCounter::new(),
-    };
-    (server, task)
+    (Link::new(ours), task)
 }
 
 fn open(context: u32) -> ForwardedServiceOpen {
@@ -121,15 +83,9 @@ async fn a_whole_conversation() {
         config: Group::new("config"),
     })
     .await;
-    let env = s
-        .conn
-        .next()
-        .await
-        .expect("open")
-        .expect("frame")
-        .expect("env");
+    let (env, msg) = s.recv().await;
     assert_eq!(env.refid, None, "ServiceReady is not a response");
-    match FromService::decode(&env.cmd, &env.data).expect("decodes") {
+    match msg {
         FromService::ServiceReady(r) => {
             assert!(r.outcome.is_ok());
             assert_eq!(r.service_id, ServiceId(5));
@@ -141,11 +97,11 @@ async fn a_whole_conversation() {
     })
     .await;
     // No context yet: code 3 without calling the service.
-    match s.call(&command(7, "Echo")).await {
+    match s.request(&command(7, "Echo")).await.1 {
         FromService::ErrorResponse(e) => assert_eq!(e.error_code(), ErrorCode::NotFound),
         other => panic!("{other:?}"),
     }
-    match s.call(&open(7)).await {
+    match s.request(&open(7)).await.1 {
         FromService::ServiceOpenResponse(r) => {
             assert!(r.outcome.is_ok());
             assert_eq!(r.context_id, Some(ContextId(7)));
@@ -154,7 +110,7 @@ async fn a_whole_conversation() {
         }
         other => panic!("{other:?}"),
     }
-    match s.call(&command(7, "Echo")).await {
+    match s.request(&command(7, "Echo")).await.1 {
         FromService::ServiceCommandResult(r) => {
             assert_eq!(r.code, None);
             assert_eq!(r.name.as_deref(), Some("EchoResponse"));
@@ -166,7 +122,7 @@ async fn a_whole_conversation() {
         }
         other => panic!("{other:?}"),
     }
-    match s.call(&command(7, "Explode")).await {
+    match s.request(&command(7, "Explode")).await.1 {
         FromService::ErrorResponse(e) => {
             assert_eq!(e.error_code(), ErrorCode::NotSupported);
             assert_eq!(e.text, "no command 'Explode'");
@@ -174,7 +130,7 @@ async fn a_whole_conversation() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        s.call(&Ping {}).await,
+        s.request(&Ping {}).await.1,
         FromService::PingResponse(_)
     ));
     let close = ForwardedServiceClose {
@@ -185,17 +141,17 @@ async fn a_whole_conversation() {
         user_name: "alice".into(),
         command: None,
     };
-    match s.call(&close).await {
+    match s.request(&close).await.1 {
         FromService::ServiceCloseResponse(r) => assert!(r.outcome.is_ok(), "{r:?}"),
         other => panic!("{other:?}"),
     }
-    match s.call(&close).await {
+    match s.request(&close).await.1 {
         FromService::ServiceCloseResponse(r) => {
             assert_eq!(r.outcome.error, Some(ErrorCode::NotFound));
         }
         other => panic!("{other:?}"),
     }
-    match s.call(&command(7, "Echo")).await {
+    match s.request(&command(7, "Echo")).await.1 {
         FromService::ErrorResponse(e) => assert_eq!(e.error_code(), ErrorCode::NotFound),
         other => panic!("{other:?}"),
     }
@@ -208,7 +164,7 @@ async fn a_whole_conversation() {
 async fn a_failed_start_is_reported_and_ends_the_service() {
     let (mut s, task) = start();
     // Requests before ServiceStart are refused with code 11.
-    match s.call(&open(1)).await {
+    match s.request(&open(1)).await.1 {
         FromService::ErrorResponse(e) => assert_eq!(e.error_code(), ErrorCode::Protocol),
         other => panic!("{other:?}"),
     }
@@ -217,14 +173,7 @@ async fn a_failed_start_is_reported_and_ends_the_service() {
         config: Group::new("config").with_char("fail", "yes"),
     })
     .await;
-    let env = s
-        .conn
-        .next()
-        .await
-        .expect("open")
-        .expect("frame")
-        .expect("env");
-    match FromService::decode(&env.cmd, &env.data).expect("decodes") {
+    match s.recv().await.1 {
         FromService::ServiceReady(r) => {
             assert_eq!(r.outcome.error, Some(ErrorCode::InvalidArgument));
             assert_eq!(r.outcome.text, "config/fail: told to fail");

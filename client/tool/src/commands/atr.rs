@@ -5,22 +5,15 @@
 
 use std::io::Write;
 
-use chipcard_client::{hex_upper, CardId};
+use chipcard_client::hex_upper;
 use serde_json::json;
 
+use super::CardArgs;
 use crate::output::print_json;
 use crate::Global;
 
-/// Arguments of `atr`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The card (e.g. 0x00000003); default: the first card present.
-    #[arg(value_parser = super::parse_card_id)]
-    pub card: Option<CardId>,
-}
-
 /// Runs `atr`.
-pub async fn run(global: &Global, args: &Args) -> anyhow::Result<()> {
+pub async fn run(global: &Global, args: &CardArgs) -> anyhow::Result<()> {
     let client = super::connect(global).await?;
     let (_, card) = super::find_card(&client, args.card).await?;
     let atr = hex_upper(&card.atr);

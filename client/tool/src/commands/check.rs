@@ -5,22 +5,14 @@
 
 use std::io::Write;
 
-use chipcard_client::CardId;
 use serde_json::json;
 
+use super::CardArgs;
 use crate::output::print_json;
 use crate::Global;
 
-/// Arguments of `check`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The card (e.g. 0x00000003); default: the first card present.
-    #[arg(value_parser = super::parse_card_id)]
-    pub card: Option<CardId>,
-}
-
 /// Runs `check`.
-pub async fn run(global: &Global, args: &Args) -> anyhow::Result<()> {
+pub async fn run(global: &Global, args: &CardArgs) -> anyhow::Result<()> {
     let client = super::connect(global).await?;
     let card_id = super::card_id_or_first(&client, args.card).await?;
     let present = client.check_card(card_id).await?;

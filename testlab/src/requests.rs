@@ -5,15 +5,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chipcard_ipc::message::{
-    CommandCard, ListReaders, ListReadersResponse, ReaderInfo, ReleaseCard, SetNotify, TakeCard,
-    ToClient,
+    CommandCard, CommandCardResponse, ListReaders, ListReadersResponse, ReaderInfo, ReleaseCard,
+    SetNotify, TakeCard, ToClient,
 };
 use chipcard_ipc::{CardId, ErrorCode, Group};
 
-use crate::{RawClient, TIMEOUT};
+use crate::link::ANSWER_TIMEOUT as TIMEOUT;
+use crate::raw_client::RawClient;
 
 /// `SELECT MF` (`00 A4 00 0C 02 3F 00`), which every emulated card answers with `90 00`.
-pub const SELECT_MF: &[u8] = &[0x00, 0xA4, 0x00, 0x0C, 0x02, 0x3F, 0x00];
+pub const SELECT_MF: &[u8] = &crate::apdus::SELECT_MF;
 
 /// The status word (last two bytes) of a response APDU.
 pub fn status_word(response: &[u8]) -> u16 {
@@ -32,6 +33,35 @@ impl RawClient {
         }
     }
 
+    /// The ids of all cards the server lists, reader by reader.
+    pub async fn card_ids(&mut self) -> Vec<CardId> {
+        self.list_readers()
+            .await
+            .readers
+            .iter()
+            .flat_map(|r| r.cards.iter().map(|c| c.card_id))
+            .collect()
+    }
+
+    /// The first card the server lists; fails the test when there is none.
+    pub async fn first_card(&mut self) -> CardId {
+        *self
+            .card_ids()
+            .await
+            .first()
+            .expect("the configuration has a card")
+    }
+
+    /// The names of the readers the server lists, in its order.
+    pub async fn reader_names(&mut self) -> Vec<String> {
+        self.list_readers()
+            .await
+            .readers
+            .into_iter()
+            .map(|r| r.reader_name)
+            .collect()
+    }
+
     /// The reader named `name`, if the server lists it.
     pub async fn reader(&mut self, name: &str) -> Option<ReaderInfo> {
         self.list_readers()
@@ -46,6 +76,24 @@ impl RawClient {
         self.reader(reader)
             .await
             .and_then(|r| r.cards.first().map(|c| c.card_id))
+    }
+
+    /// Polls `ListReaders` until `pred` holds for the list, up to the timeout; `what` says
+    /// what was awaited when it never does.
+    pub async fn readers_until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ListReadersResponse) -> bool,
+    ) -> ListReadersResponse {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let list = self.list_readers().await;
+            if pred(&list) {
+                return list;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {list:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls `ListReaders` until the reader named `reader` holds a card that `accept`s.
@@ -112,6 +160,17 @@ impl RawClient {
             ToClient::ErrorResponse(e) => Err(e.error_code()),
             other => panic!("CommandCard answered {other:?}"),
         }
+    }
+
+    /// `CommandCard` with `apdu` to `card`: the whole `CommandCardResponse` (an `Error`
+    /// answer fails the test).
+    pub async fn command_card(&mut self, card: CardId, apdu: &[u8]) -> CommandCardResponse {
+        self.call(&CommandCard {
+            card_id: card,
+            data: Bytes::copy_from_slice(apdu),
+            target: None,
+        })
+        .await
     }
 
     /// `SetNotify` with `patterns`, which the server must accept.
