@@ -95,17 +95,9 @@ pub(crate) fn write_chars_line<S: AsRef<str>>(name: &str, values: &[S], out: &mu
         return;
     }
     out.extend_from_slice(b"char ");
-    out.extend_from_slice(name.as_bytes());
-    out.push(b'=');
-    for (n, value) in values.iter().enumerate() {
-        if n > 0 {
-            out.extend_from_slice(b", ");
-        }
-        out.push(b'"');
-        write_char_value(value.as_ref(), out);
-        out.push(b'"');
-    }
-    out.push(b'\n');
+    write_values(name, values, out, |value, out| {
+        write_char_value(value.as_ref(), out)
+    });
 }
 
 /// The compact line of a variable with one int value: `int  NAME="value"`.
@@ -235,6 +227,16 @@ fn write_var_line(name: &str, values: &[Value], out: &mut Vec<u8>, depth: usize,
         ValueType::Int => b"int  ",
         ValueType::Bin => b"bin  ",
     });
+    write_values(name, values, out, write_value);
+}
+
+/// The rest of a variable line after the type word: `NAME="v1", "v2"` and a line feed.
+fn write_values<T>(
+    name: &str,
+    values: &[T],
+    out: &mut Vec<u8>,
+    write_one: impl Fn(&T, &mut Vec<u8>),
+) {
     out.extend_from_slice(name.as_bytes());
     out.push(b'=');
     for (n, value) in values.iter().enumerate() {
@@ -242,7 +244,7 @@ fn write_var_line(name: &str, values: &[Value], out: &mut Vec<u8>, depth: usize,
             out.extend_from_slice(b", ");
         }
         out.push(b'"');
-        write_value(value, out);
+        write_one(value, out);
         out.push(b'"');
     }
     out.push(b'\n');

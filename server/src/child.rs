@@ -18,10 +18,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use chipcard_ipc::message::Ping;
+use chipcard_ipc::message::{MessageSet, Ping};
 use chipcard_ipc::{Addressed, IdCounter, IdOrder, Incoming, MessageCodec, Outgoing};
 use chipcard_sock::{ReadHalf, WriteHalf};
-use futures::{Future, Sink, SinkExt};
+use futures::{Future, Sink, SinkExt, StreamExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -163,6 +163,28 @@ impl<M> Conn<M> {
     pub async fn flush(&mut self) -> Result<(), String> {
         self.unflushed = false;
         flush(&mut self.writer).await.map_err(|e| e.to_string())
+    }
+
+    /// The child's next message during its start, its id checked; `Err` with the reason
+    /// when the connection cannot go on. A frame that is not an envelope is skipped.
+    /// `who` is the child's kind (`driver`), `ready` the message awaited (`DriverReady`).
+    pub async fn next_before_ready(&mut self, who: &str, ready: &str) -> Result<Incoming<M>, String>
+    where
+        M: MessageSet,
+    {
+        loop {
+            let received = match self.reader.next().await {
+                None => return Err(format!("the {who} closed its connection before {ready}")),
+                Some(Err(e)) => return Err(format!("{who} broke the protocol: {e}")),
+                Some(Ok(Err(e))) => {
+                    warn!(error = %e, "bad message from {who} before {ready}");
+                    continue;
+                }
+                Some(Ok(Ok(received))) => received,
+            };
+            self.order.check(received.id).map_err(|e| e.to_string())?;
+            return Ok(received);
+        }
     }
 
     /// Sends one message and waits until it is written; returns its id.

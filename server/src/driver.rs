@@ -134,19 +134,7 @@ impl DriverProcess {
         )
         .await?;
         loop {
-            let received = match self.conn.reader.next().await {
-                None => return Err("the driver closed its connection before DriverReady".into()),
-                Some(Err(e)) => return Err(format!("driver broke the protocol: {e}")),
-                Some(Ok(Err(e))) => {
-                    warn!(error = %e, "bad message from driver before DriverReady");
-                    continue;
-                }
-                Some(Ok(Ok(received))) => received,
-            };
-            self.conn
-                .order
-                .check(received.id)
-                .map_err(|e| e.to_string())?;
+            let received = self.conn.next_before_ready("driver", "DriverReady").await?;
             match received.message {
                 Ok(FromDriver::DriverReady(ready)) => {
                     if ready.driver_id != id {

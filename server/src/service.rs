@@ -77,19 +77,10 @@ impl ServiceProcess {
         };
         self.send(None, &start).await?;
         loop {
-            let received = match self.conn.reader.next().await {
-                None => return Err("the service closed its connection before ServiceReady".into()),
-                Some(Err(e)) => return Err(format!("service broke the protocol: {e}")),
-                Some(Ok(Err(e))) => {
-                    warn!(error = %e, "bad message from service before ServiceReady");
-                    continue;
-                }
-                Some(Ok(Ok(received))) => received,
-            };
-            self.conn
-                .order
-                .check(received.id)
-                .map_err(|e| e.to_string())?;
+            let received = self
+                .conn
+                .next_before_ready("service", "ServiceReady")
+                .await?;
             match received.message {
                 Ok(FromService::ServiceReady(ready)) => {
                     if let Some(code) = ready.outcome.error {
