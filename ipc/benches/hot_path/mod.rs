@@ -70,21 +70,11 @@ fn row<M: MessageSet>(time: &dyn Fn(&mut dyn FnMut()) -> f64, name: &str, msg: &
     old.encode(Envelope::new(17, Some(3), msg), &mut framed)
         .expect("encodes");
     let read_old = time(&mut || {
-        let mut src = black_box(&framed).clone();
-        let env = old
-            .decode(&mut src)
-            .expect("a frame")
-            .expect("whole")
-            .expect("an envelope");
+        let env = read_one(&mut old, &framed).expect("an envelope");
         black_box(M::decode_data(&env.cmd, &env.data).expect("the message"));
     });
     let read_new = time(&mut || {
-        let mut src = black_box(&framed).clone();
-        let got = new
-            .decode(&mut src)
-            .expect("a frame")
-            .expect("whole")
-            .expect("an envelope");
+        let got = read_one(&mut new, &framed).expect("an envelope");
         black_box(got.message.expect("the message"));
     });
     let mut dst = BytesMut::with_capacity(4096);
@@ -106,4 +96,13 @@ fn row<M: MessageSet>(time: &dyn Fn(&mut dyn FnMut()) -> f64, name: &str, msg: &
         "{name:<20} {:>6} | {read_old:>9.0} {read_new:>9.0} | {write_old:>9.0} {write_new:>9.0}",
         framed.len()
     );
+}
+
+/// Decodes the one frame of a copy of `framed`.
+fn read_one<D: Decoder>(codec: &mut D, framed: &BytesMut) -> D::Item
+where
+    D::Error: std::fmt::Debug,
+{
+    let mut src = black_box(framed).clone();
+    codec.decode(&mut src).expect("a frame").expect("whole")
 }
