@@ -16,6 +16,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::envelope::{Addressed, Envelope, Incoming};
@@ -298,9 +299,13 @@ impl Encoder<Envelope> for EnvelopeCodec {
 pub struct MessageCodec<M> {
     frames: FrameCodec,
     limits: Limits,
-    /// The body being encoded, before its header is known; kept to save an allocation.
-    scratch: Vec<u8>,
     set: PhantomData<fn() -> M>,
+}
+
+thread_local! {
+    /// The body being encoded, before its header is known: one buffer per thread, kept
+    /// between messages, rather than one per connection (idle connections cost nothing).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl<M> Default for MessageCodec<M> {
@@ -320,7 +325,6 @@ impl<M> MessageCodec<M> {
         MessageCodec {
             frames,
             limits,
-            scratch: Vec::new(),
             set: PhantomData,
         }
     }
@@ -349,14 +353,21 @@ impl<M, O: Outgoing + ?Sized> Encoder<Addressed<'_, O>> for MessageCodec<M> {
     type Error = Error;
 
     fn encode(&mut self, message: Addressed<'_, O>, dst: &mut BytesMut) -> Result<(), Error> {
-        self.scratch.clear();
-        message.encode_into(&mut self.scratch);
-        let result = self.frames.encode(&self.scratch[..], dst);
-        // A rare large message does not keep its buffer.
-        if self.scratch.capacity() > SCRATCH_KEPT {
-            self.scratch = Vec::new();
-        }
-        result
+        let mut frame = |scratch: &mut Vec<u8>| {
+            scratch.clear();
+            message.encode_into(scratch);
+            let result = self.frames.encode(&scratch[..], dst);
+            // A rare large message does not keep its buffer.
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+            result
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => frame(&mut scratch),
+            // Only if a message's own encoding encodes through a codec: a buffer of its own.
+            Err(_) => frame(&mut Vec::new()),
+        })
     }
 }
 
