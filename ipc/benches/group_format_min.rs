@@ -13,9 +13,13 @@
 //! The "clone" column clones the parsed document: the same allocations as parsing it, and no
 //! parsing, so it is the floor the document model sets for `parse`.
 //!
+//! Then, without a filter or with `hot_path`, the per-message cost of an APDU round trip's four
+//! messages read and written the old way and through `MessageCodec` ([`hot_path`]).
+//!
 //! Run: `cargo bench -p chipcard-ipc --bench group_format_min`.
 
 mod content;
+mod hot_path;
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -49,6 +53,9 @@ fn min_ns(mut f: impl FnMut()) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; a further argument filters the cases by name.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    if filter.as_deref().map_or(true, |f| "hot_path".contains(f)) {
+        hot_path::table(&|f| min_ns(f));
+    }
     println!(
         "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} | {:>9} {:>9} {:>9} {:>7} {:>6}",
         "ns per op",

@@ -10,13 +10,18 @@
 //! [`FrameCodec`] cuts a byte stream into bodies, enforcing the header and body limits before
 //! any body byte is buffered. [`EnvelopeCodec`] adds the group-format envelope on top: a body
 //! that does not parse is handed up as an `Err` item (the peer gets an error reply and the
-//! stream goes on), while a framing error ends the stream.
+//! stream goes on), while a framing error ends the stream. [`MessageCodec`] does the same for
+//! the typed messages of one set, reading and writing them without the document model.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::envelope::Envelope;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use crate::envelope::{Addressed, Envelope, Incoming};
 use crate::error::{Error, FrameError};
+use crate::message::{MessageSet, Outgoing};
 use crate::parse::Limits;
 
 /// The default limit of a header block, in bytes.
@@ -280,6 +285,94 @@ impl Encoder<Envelope> for EnvelopeCodec {
         self.encode(&envelope, dst)
     }
 }
+
+/// Frames carrying the messages of one set `M` ([`FromClient`](crate::message::FromClient),
+/// [`FromDriver`](crate::message::FromDriver), ...), read straight into their typed form
+/// without the document model ([`Incoming::decode`]), and typed messages written straight
+/// into the frame buffer ([`Addressed`]).
+///
+/// Decodes to `Ok(Incoming)` (whose `message` is an `Err` when the command is unknown or a
+/// field is bad, the ids and command name kept), or, for a body that is not a valid document
+/// or envelope, to an `Err` item while the stream goes on; a framing error ends the stream.
+/// The same items, errors included, as [`EnvelopeCodec`] followed by `M::decode`.
+#[derive(Debug)]
+pub struct MessageCodec<M> {
+    frames: FrameCodec,
+    limits: Limits,
+    set: PhantomData<fn() -> M>,
+}
+
+thread_local! {
+    /// The body being encoded, before its header is known: one buffer per thread, kept
+    /// between messages, rather than one per connection (idle connections cost nothing).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<M> Default for MessageCodec<M> {
+    fn default() -> Self {
+        MessageCodec::with_limits(FrameCodec::new(), Limits::default())
+    }
+}
+
+impl<M> MessageCodec<M> {
+    /// A codec with the default limits.
+    pub fn new() -> Self {
+        MessageCodec::default()
+    }
+
+    /// A codec with the given frame codec and document limits.
+    pub fn with_limits(frames: FrameCodec, limits: Limits) -> Self {
+        MessageCodec {
+            frames,
+            limits,
+            set: PhantomData,
+        }
+    }
+}
+
+impl<M: MessageSet> Decoder for MessageCodec<M> {
+    type Item = Result<Incoming<M>, Error>;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
+        Ok(self
+            .frames
+            .decode(src)?
+            .map(|body| Incoming::decode(&body, &self.limits)))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
+        Ok(self
+            .frames
+            .decode_eof(src)?
+            .map(|body| Incoming::decode(&body, &self.limits)))
+    }
+}
+
+impl<M, O: Outgoing + ?Sized> Encoder<Addressed<'_, O>> for MessageCodec<M> {
+    type Error = Error;
+
+    fn encode(&mut self, message: Addressed<'_, O>, dst: &mut BytesMut) -> Result<(), Error> {
+        let mut frame = |scratch: &mut Vec<u8>| {
+            scratch.clear();
+            message.encode_into(scratch);
+            let result = self.frames.encode(&scratch[..], dst);
+            // A rare large message does not keep its buffer.
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+            result
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => frame(&mut scratch),
+            // Only if a message's own encoding encodes through a codec: a buffer of its own.
+            Err(_) => frame(&mut Vec::new()),
+        })
+    }
+}
+
+/// The largest encoding buffer a [`MessageCodec`] keeps between messages.
+const SCRATCH_KEPT: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! The `ipc { id refid cmd }` / `data {}` envelope (PROTOCOL §3), the error code table and
 //! the per-connection id rules.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -112,7 +113,7 @@ pub struct Envelope {
 
 impl Envelope {
     /// An envelope for a typed message.
-    pub fn new(id: u32, refid: Option<u32>, message: &impl Outgoing) -> Envelope {
+    pub fn new(id: u32, refid: Option<u32>, message: &(impl Outgoing + ?Sized)) -> Envelope {
         Envelope {
             id,
             refid,
@@ -170,16 +171,51 @@ impl Envelope {
     /// building (and cloning the data into) a document first.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(48 + self.cmd.len() + crate::write::estimate_compact(&self.data));
-        out.extend_from_slice(b"ipc {\nchar id=\"");
-        crate::write::write_u32(self.id, out);
-        if let Some(refid) = self.refid {
-            out.extend_from_slice(b"\"\nchar refid=\"");
-            crate::write::write_u32(refid, out);
-        }
-        out.extend_from_slice(b"\"\nchar cmd=\"");
-        crate::write::write_char_value(&self.cmd, out);
-        out.extend_from_slice(b"\"\n}\ndata {\n");
+        write_head(self.id, self.refid, &self.cmd, out);
         crate::write::write_compact_entries(&self.data, out);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// The `ipc {}` group and the opening line of `data {}`, in the compact form.
+fn write_head(id: u32, refid: Option<u32>, cmd: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"ipc {\nchar id=\"");
+    crate::write::write_u32(id, out);
+    if let Some(refid) = refid {
+        out.extend_from_slice(b"\"\nchar refid=\"");
+        crate::write::write_u32(refid, out);
+    }
+    out.extend_from_slice(b"\"\nchar cmd=\"");
+    crate::write::write_char_value(cmd, out);
+    out.extend_from_slice(b"\"\n}\ndata {\n");
+}
+
+/// A typed message to send, with its ids: what a [`MessageCodec`](crate::codec::MessageCodec)
+/// frames.
+///
+/// ```
+/// use chipcard_ipc::message::Ping;
+/// use chipcard_ipc::{Addressed, Envelope};
+/// let mut out = Vec::new();
+/// Addressed { id: 3, refid: Some(1), message: &Ping {} }.encode_into(&mut out);
+/// assert_eq!(out, Envelope::new(3, Some(1), &Ping {}).encode());
+/// ```
+#[derive(Debug)]
+pub struct Addressed<'a, O: ?Sized> {
+    /// The sender's id for this message.
+    pub id: u32,
+    /// For a response: the id of the request it answers.
+    pub refid: Option<u32>,
+    /// The message.
+    pub message: &'a O,
+}
+
+impl<O: Outgoing + ?Sized> Addressed<'_, O> {
+    /// Appends the compact group-format body: byte for byte what
+    /// `Envelope::new(id, refid, message).encode()` gives.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        write_head(self.id, self.refid, self.message.cmd(), out);
+        self.message.encode_data(out);
         out.extend_from_slice(b"}\n");
     }
 }
@@ -267,13 +303,63 @@ impl<M: MessageSet> Received<M> {
     /// the error can be answered with the request's id. The outer `Err` is for a body that is
     /// not a document, or not an envelope.
     pub fn decode_keeping_ids(body: &[u8], limits: &Limits) -> Result<Received<Result<M>>> {
+        let incoming = Incoming::<M>::decode(body, limits)?;
+        Ok(Received {
+            id: incoming.id,
+            refid: incoming.refid,
+            message: incoming.message,
+        })
+    }
+}
+
+/// A message read from its frame body straight into the set `M`, kept with its ids and its
+/// command name whether or not it decoded: what a peer's reading loop gets per frame
+/// ([`MessageCodec`](crate::codec::MessageCodec)), so that a message that does not decode can
+/// be answered with its id and named as the peer named it.
+///
+/// ```
+/// use chipcard_ipc::message::{FromClient, TakeCard};
+/// use chipcard_ipc::{CardId, Envelope, Incoming, Limits};
+/// let body = Envelope::new(5, None, &TakeCard { card_id: CardId(42), timeout: None }).encode();
+/// let got = Incoming::<FromClient>::decode(&body, &Limits::default())?;
+/// assert_eq!((got.id, got.refid, &*got.cmd), (5, None, "TakeCard"));
+/// assert!(matches!(got.message, Ok(FromClient::TakeCard(_))));
+/// # Ok::<(), chipcard_ipc::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Incoming<M> {
+    /// The sender's id for this message.
+    pub id: u32,
+    /// For a response: the id of the request it answers.
+    pub refid: Option<u32>,
+    /// The command name as the peer wrote it (borrowed from the message set when it is
+    /// written exactly so, the usual case).
+    pub cmd: Cow<'static, str>,
+    /// The message, or why it does not decode (an unknown command, a bad field): the same
+    /// as `M::decode(&env.cmd, &env.data)` of the [`Envelope`].
+    pub message: Result<M>,
+}
+
+impl<M: MessageSet> Incoming<M> {
+    /// Reads a frame body. `Err` for a body that is not a document, or not an envelope, as
+    /// [`Envelope::decode`] (with these limits) would give it.
+    pub fn decode(body: &[u8], limits: &Limits) -> Result<Incoming<M>> {
         let doc = crate::parse::parse_view_bytes(body, limits)?;
         let root = doc.root();
         Head::read(&root, |Head { id, refid }, cmd| {
             // As `Envelope::from_document`: the first `data` group, or none (an empty one).
             let data = root.group("data").unwrap_or(GroupView::empty());
             let message = M::decode_data(cmd, &data);
-            Ok(Received { id, refid, message })
+            let cmd = match &message {
+                Ok(m) if m.cmd() == cmd => Cow::Borrowed(m.cmd()),
+                _ => Cow::Owned(cmd.to_owned()),
+            };
+            Ok(Incoming {
+                id,
+                refid,
+                cmd,
+                message,
+            })
         })
     }
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::error::FieldError;
 use crate::ids::{CardId, ClientId, ContextId, DriverId, ReaderId, ServiceId};
 use crate::model::{Group, Value};
+use crate::sink::FieldSink;
 
 /// A group that typed fields can be read from: [`Group`] or
 /// [`GroupView`](crate::view::GroupView). Both give the same results and the same errors.
@@ -144,7 +145,7 @@ impl<T: FieldSource> FieldSource for &T {
 /// A type that maps to one named field of a group.
 pub trait FieldValue: Sized {
     /// Writes the field into `group` as `name`.
-    fn write_field(&self, group: &mut Group, name: &str);
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str);
     /// Reads the field `name` from `group`.
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError>;
     /// Whether the field is present in `group` (absent optional fields read as `None`).
@@ -156,7 +157,7 @@ pub trait FieldValue: Sized {
 /// A typed view of a whole group, used for nested groups such as `reader {}`.
 pub trait Record: Sized {
     /// Writes the fields into `group`.
-    fn write_record(&self, group: &mut Group);
+    fn write_record<S: FieldSink>(&self, group: &mut S);
     /// Reads the fields from `group`.
     fn read_record<G: FieldSource>(group: &G) -> Result<Self, FieldError>;
 }
@@ -164,14 +165,14 @@ pub trait Record: Sized {
 /// A type that can stand in a list field (`Vec<T>`): values of one variable, or groups.
 pub trait ListItem: Sized {
     /// Writes every item of `items` as `name`.
-    fn write_all(items: &[Self], group: &mut Group, name: &str);
+    fn write_all<S: FieldSink>(items: &[Self], group: &mut S, name: &str);
     /// Reads every item called `name`.
     fn read_all<G: FieldSource>(group: &G, name: &str) -> Result<Vec<Self>, FieldError>;
 }
 
 impl FieldValue for String {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        group.set_char(name, self.clone());
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_char(name, self);
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         group.get_char(name).map(Cow::into_owned)
@@ -179,8 +180,8 @@ impl FieldValue for String {
 }
 
 impl FieldValue for i32 {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        group.set_int(name, *self);
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_int(name, *self);
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         group.get_int(name)
@@ -189,8 +190,8 @@ impl FieldValue for i32 {
 
 /// `yes` / `no` (reads also `true`/`false`, `1`/`0`, any case).
 impl FieldValue for bool {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        group.set_char(name, if *self { "yes" } else { "no" });
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_char(name, if *self { "yes" } else { "no" });
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         let text = group.get_char(name)?;
@@ -207,8 +208,8 @@ impl FieldValue for bool {
 
 /// A `bin` field.
 impl FieldValue for Bytes {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        group.set_bin(name, self.to_vec());
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_bin(name, self);
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         group.get_bytes(name)
@@ -217,10 +218,8 @@ impl FieldValue for Bytes {
 
 /// A nested group kept as it is (`config {}`, `command {}`, `data {}`).
 impl FieldValue for Group {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        let mut g = self.clone();
-        g.name = name.to_owned();
-        group.add_group(g);
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_whole_group(name, self);
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         group.get_group(name).map(|g| g.to_group())
@@ -231,7 +230,7 @@ impl FieldValue for Group {
 }
 
 impl<T: FieldValue> FieldValue for Option<T> {
-    fn write_field(&self, group: &mut Group, name: &str) {
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
         if let Some(v) = self {
             v.write_field(group, name);
         }
@@ -246,7 +245,7 @@ impl<T: FieldValue> FieldValue for Option<T> {
 }
 
 impl<T: ListItem> FieldValue for Vec<T> {
-    fn write_field(&self, group: &mut Group, name: &str) {
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
         T::write_all(self, group, name);
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
@@ -255,8 +254,8 @@ impl<T: ListItem> FieldValue for Vec<T> {
 }
 
 impl ListItem for String {
-    fn write_all(items: &[Self], group: &mut Group, name: &str) {
-        group.set_values(name, items.iter().map(|s| Value::Char(s.clone())).collect());
+    fn write_all<S: FieldSink>(items: &[Self], group: &mut S, name: &str) {
+        group.put_chars(name, items);
     }
     fn read_all<G: FieldSource>(group: &G, name: &str) -> Result<Vec<Self>, FieldError> {
         group.get_strings(name)
@@ -264,11 +263,9 @@ impl ListItem for String {
 }
 
 impl<R: Record> ListItem for R {
-    fn write_all(items: &[Self], group: &mut Group, name: &str) {
+    fn write_all<S: FieldSink>(items: &[Self], group: &mut S, name: &str) {
         for item in items {
-            let mut g = Group::new(name);
-            item.write_record(&mut g);
-            group.add_group(g);
+            group.put_group(name, |g| item.write_record(g));
         }
     }
     fn read_all<G: FieldSource>(group: &G, name: &str) -> Result<Vec<Self>, FieldError> {
@@ -284,8 +281,8 @@ impl<R: Record> ListItem for R {
 macro_rules! id_field {
     ($($t:ty),*) => {$(
         impl FieldValue for $t {
-            fn write_field(&self, group: &mut Group, name: &str) {
-                group.set_char(name, self.to_string());
+            fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+                group.put_char(name, &self.to_string());
             }
             fn read_field<G: FieldSource>(
                 group: &G,

@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: the group-format document ([`Group`], [`Variable`], [`Value`]).
 //! - [`parse`](mod@parse) and [`write`](mod@write): the group-format parser and its two writers (pretty, compact).
+//! - [`sink`]: where typed fields are written: a [`Group`], or straight into compact text.
 //! - [`view`]: a parsed document borrowing from its text, which typed messages are read from.
 //! - [`codec`]: the HTTP-like frames of PROTOCOL §2 as a tokio-util codec.
 //! - [`envelope`]: the `ipc {}` / `data {}` envelope, error codes and id rules.
@@ -21,11 +22,12 @@ pub mod message;
 pub mod model;
 pub mod parse;
 pub mod paths;
+pub mod sink;
 pub mod view;
 pub mod write;
 
-pub use codec::{EnvelopeCodec, FrameCodec};
-pub use envelope::{Envelope, ErrorCode, IdCounter, IdOrder, Received};
+pub use codec::{EnvelopeCodec, FrameCodec, MessageCodec};
+pub use envelope::{Addressed, Envelope, ErrorCode, IdCounter, IdOrder, Incoming, Received};
 pub use error::{Error, FieldError, FrameError, ParseError, Result};
 pub use ids::{CardId, ClientId, ContextId, DriverId, ReaderId, ServiceId};
 pub use message::{Message, Outcome, Outgoing};

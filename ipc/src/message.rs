@@ -12,13 +12,15 @@ use crate::error::{Error, FieldError};
 use crate::field::{FieldSource, FieldValue, Record};
 use crate::ids::{CardId, ClientId, ContextId, DriverId, ReaderId, ServiceId};
 use crate::model::Group;
+use crate::sink::{CompactSink, FieldSink};
 
 /// A message type: its command name and its mapping to the `data {}` group.
 pub trait Message: Sized {
     /// The command name on the wire.
     const CMD: &'static str;
-    /// Writes the fields into `data`.
-    fn write_data(&self, data: &mut Group);
+    /// Writes the fields into `data`: a [`Group`], or the compact text of a frame body
+    /// ([`CompactSink`]).
+    fn write_data<S: FieldSink>(&self, data: &mut S);
     /// Reads the fields from `data`: a [`Group`] or a [`GroupView`](crate::view::GroupView).
     fn read_data<G: FieldSource>(data: &G) -> Result<Self, FieldError>;
 }
@@ -29,6 +31,12 @@ pub trait Outgoing {
     fn cmd(&self) -> &'static str;
     /// The `data {}` group.
     fn to_data(&self) -> Group;
+    /// Appends the entries of the `data {}` group in the compact form: what
+    /// [`write_compact`](crate::write_compact) writes inside the group of [`Outgoing::to_data`].
+    /// Messages write it straight from their fields; this default goes through `to_data`.
+    fn encode_data(&self, out: &mut Vec<u8>) {
+        crate::write::write_compact_entries(&self.to_data(), out);
+    }
 }
 
 impl<M: Message> Outgoing for M {
@@ -39,6 +47,9 @@ impl<M: Message> Outgoing for M {
         let mut g = Group::new("data");
         self.write_data(&mut g);
         g
+    }
+    fn encode_data(&self, out: &mut Vec<u8>) {
+        self.write_data(&mut CompactSink(out));
     }
 }
 
@@ -76,10 +87,10 @@ impl Outcome {
         self.error.is_none()
     }
 
-    fn write(&self, g: &mut Group, style: OutcomeStyle, code: &str, text: &str) {
+    fn write<S: FieldSink>(&self, g: &mut S, style: OutcomeStyle, code: &str, text: &str) {
         match style {
             OutcomeStyle::Int => {
-                g.set_int(code, self.error.map_or(0, ErrorCode::number));
+                g.put_int(code, self.error.map_or(0, ErrorCode::number));
             }
             OutcomeStyle::Word | OutcomeStyle::WordOrRemoved => {
                 let word = match self.error {
@@ -89,12 +100,12 @@ impl Outcome {
                     }
                     Some(_) => "ERROR",
                 };
-                g.set_char(code, word);
+                g.put_char(code, word);
             }
         }
-        g.set_char(text, self.text.clone());
+        g.put_char(text, &self.text);
         if let Some(e) = self.error {
-            g.set_int("ErrorCode", e.number());
+            g.put_int("ErrorCode", e.number());
         }
     }
 
@@ -160,7 +171,7 @@ macro_rules! message {
         impl Message for $name {
             const CMD: &'static str = $cmd;
             #[allow(unused_variables)]
-            fn write_data(&self, data: &mut Group) {
+            fn write_data<S: FieldSink>(&self, data: &mut S) {
                 $( self.outcome.write(data, OutcomeStyle::$style, $code, $text); )?
                 $( FieldValue::write_field(&self.$field, data, $wire); )*
             }
@@ -188,7 +199,7 @@ macro_rules! record {
         }
 
         impl Record for $name {
-            fn write_record(&self, data: &mut Group) {
+            fn write_record<S: FieldSink>(&self, data: &mut S) {
                 $( FieldValue::write_field(&self.$field, data, $wire); )*
             }
             fn read_record<G: FieldSource>(data: &G) -> Result<Self, FieldError> {
@@ -197,10 +208,8 @@ macro_rules! record {
         }
 
         impl FieldValue for $name {
-            fn write_field(&self, group: &mut Group, name: &str) {
-                let mut g = Group::new(name);
-                self.write_record(&mut g);
-                group.add_group(g);
+            fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+                group.put_group(name, |g| self.write_record(g));
             }
             fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
                 Self::read_record(&group.get_group(name)?).map_err(|e| e.within(name))
@@ -250,8 +259,8 @@ impl CardType {
 }
 
 impl FieldValue for CardType {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        group.set_char(name, self.as_str());
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_char(name, self.as_str());
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         group.get_char(name).map(|word| CardType::from_word(&word))
@@ -282,8 +291,8 @@ impl ReaderStatus {
 }
 
 impl FieldValue for ReaderStatus {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        group.set_char(name, self.as_str());
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_char(name, self.as_str());
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         let word = group.get_char(name)?;
@@ -701,10 +710,10 @@ record! {
 pub struct ReaderList(pub Vec<DriverReader>);
 
 impl FieldValue for ReaderList {
-    fn write_field(&self, group: &mut Group, name: &str) {
-        let mut readers = Group::new(name);
-        FieldValue::write_field(&self.0, &mut readers, "Reader");
-        group.add_group(readers);
+    fn write_field<S: FieldSink>(&self, group: &mut S, name: &str) {
+        group.put_group(name, |readers| {
+            FieldValue::write_field(&self.0, readers, "Reader");
+        });
     }
     fn read_field<G: FieldSource>(group: &G, name: &str) -> Result<Self, FieldError> {
         match group.group(name) {
@@ -969,7 +978,7 @@ message! {
 
 /// A set of messages one side receives ([`FromClient`], [`ToClient`], ...), decoded by command
 /// name; what [`Received`](crate::envelope::Received) reads.
-pub trait MessageSet: Sized {
+pub trait MessageSet: Outgoing + Sized {
     /// Decodes the message `cmd` from its `data {}` group; see [`FromClient::decode`].
     fn decode_data<G: FieldSource>(cmd: &str, data: &G) -> Result<Self, Error>;
 }
@@ -1012,6 +1021,17 @@ macro_rules! message_set {
             }
             fn to_data(&self) -> Group {
                 match self { $( $name::$variant(m) => m.to_data(), )* }
+            }
+            fn encode_data(&self, out: &mut Vec<u8>) {
+                match self { $( $name::$variant(m) => m.encode_data(out), )* }
+            }
+        }
+
+        #[cfg(test)]
+        impl $name {
+            /// Every message of the set, its fields at their defaults.
+            fn every_default() -> Vec<$name> {
+                vec![$( $name::$variant(<$variant>::default()), )*]
             }
         }
 
@@ -1079,6 +1099,142 @@ mod tests {
     fn round_trip<M: Message + Outgoing + PartialEq + std::fmt::Debug>(m: M) {
         let back = M::read_data(&m.to_data()).expect("reads back");
         assert_eq!(back, m);
+        assert_same_text(&m);
+    }
+
+    /// The body written straight from the fields is the body written from the document.
+    fn assert_same_text(m: &(impl Outgoing + ?Sized)) {
+        let mut direct = Vec::new();
+        let message = crate::Addressed {
+            id: 7,
+            refid: Some(3),
+            message: m,
+        };
+        message.encode_into(&mut direct);
+        let env = crate::Envelope::new(7, Some(3), m);
+        let mut want = Vec::new();
+        crate::write_compact(&env.to_document(), &mut want);
+        assert_eq!(
+            String::from_utf8_lossy(&direct),
+            String::from_utf8_lossy(&want),
+            "{}",
+            m.cmd()
+        );
+    }
+
+    #[test]
+    fn every_message_writes_the_same_text_as_its_document() {
+        FromClient::every_default()
+            .iter()
+            .for_each(assert_same_text);
+        ToClient::every_default().iter().for_each(assert_same_text);
+        ToDriver::every_default().iter().for_each(assert_same_text);
+        FromDriver::every_default()
+            .iter()
+            .for_each(assert_same_text);
+        ToService::every_default().iter().for_each(assert_same_text);
+        FromService::every_default()
+            .iter()
+            .for_each(assert_same_text);
+    }
+
+    mod same_text {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof!["\\PC{0,12}", "[ -~]{0,12}", Just(String::new())]
+        }
+
+        fn bytes() -> impl Strategy<Value = Bytes> {
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from)
+        }
+
+        fn outcome() -> impl Strategy<Value = Outcome> {
+            (prop::option::of(0..ErrorCode::ALL.len()), text()).prop_map(|(code, text)| Outcome {
+                error: code.map(|c| ErrorCode::ALL[c]),
+                text,
+            })
+        }
+
+        fn group() -> impl Strategy<Value = Group> {
+            (text(), text(), any::<i32>(), bytes(), text()).prop_map(|(name, c, i, b, sub)| {
+                Group::new(name)
+                    .with_char("c", c)
+                    .with_int("i", i)
+                    .with_bin("b", b.to_vec())
+                    .with_group(Group::new(sub).with_char("x", "y"))
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn typed_messages_write_the_same_text_as_their_documents(
+                (s, t, u) in (text(), text(), text()),
+                (b, i, id) in (bytes(), any::<i32>(), any::<u32>()),
+                words in prop::collection::vec(text(), 0..3),
+                (outcome, config, flag) in (outcome(), group(), any::<bool>()),
+            ) {
+                let card = CardInfo {
+                    card_id: CardId(id),
+                    atr: b.clone(),
+                    card_type: CardType::from_word(&s),
+                    card_types: words.clone(),
+                    slot: i,
+                    taken: flag,
+                };
+                let reader = ReaderInfo {
+                    reader_id: ReaderId(id),
+                    reader_name: s.clone(),
+                    reader_type: t.clone(),
+                    driver_id: DriverId(id),
+                    driver_type: u.clone(),
+                    reader_flags: words.clone(),
+                    status: ReaderStatus::Error,
+                    slots: i,
+                    cards: vec![card.clone(), CardInfo::default()],
+                };
+                let messages: Vec<Box<dyn Outgoing>> = vec![
+                    Box::new(CommandCard { card_id: CardId(id), data: b.clone(), target: Some(s.clone()) }),
+                    Box::new(CommandCardResponse { outcome: outcome.clone(), data: Some(b.clone()) }),
+                    Box::new(CardCommand { reader_id: ReaderId(id), slot: i, data: b.clone(), target: None }),
+                    Box::new(CardCommandResponse { outcome: outcome.clone(), data: Some(b.clone()) }),
+                    Box::new(TakeCardResponse { outcome: outcome.clone(), card_id: CardId(id) }),
+                    Box::new(CardCheckResponse { outcome: outcome.clone() }),
+                    Box::new(ErrorResponse::new(ErrorCode::from_number(i), t.clone())),
+                    Box::new(ListReadersResponse { readers: vec![reader.clone(), reader] }),
+                    Box::new(SetNotify { flags: words.clone() }),
+                    Box::new(DriverStart { driver_id: DriverId(id), config: config.clone() }),
+                    Box::new(DriverReady {
+                        outcome: outcome.clone(),
+                        driver_id: DriverId(id),
+                        readers: ReaderList(vec![DriverReader {
+                            name: s.clone(),
+                            reader_flags: words.clone(),
+                            slots: Some(i),
+                            ..Default::default()
+                        }]),
+                    }),
+                    Box::new(ServiceOpenResponse {
+                        outcome: outcome.clone(),
+                        service_name: Some(u.clone()),
+                        ..Default::default()
+                    }),
+                    Box::new(ForwardedServiceCommand {
+                        app_name: s,
+                        user_name: t,
+                        command: config,
+                        ..Default::default()
+                    }),
+                    Box::new(FromClient::ClientReady(ClientReady { application: u, ..Default::default() })),
+                ];
+                for m in &messages {
+                    assert_same_text(&**m);
+                }
+            }
+        }
     }
 
     #[test]

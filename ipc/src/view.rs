@@ -9,8 +9,8 @@
 //! where the document model makes three for every `char ReaderName="..."` (the name, the
 //! value, the vector of values) and one per group.
 //!
-//! It is what typed messages are read from on the hot path
-//! ([`crate::envelope::Received::decode`]): the text is read once into the view, and the
+//! It is what typed messages are read from on the hot path ([`crate::codec::MessageCodec`],
+//! [`crate::envelope::Received::decode`]): the text is read once into the view, and the
 //! typed message then allocates exactly the strings and bytes it keeps. [`GroupView`]'s
 //! getters behave as [`Group`]'s, with the same errors; [`GroupView::to_group`] gives the
 //! document model.

@@ -80,6 +80,55 @@ pub(crate) fn write_char_value(s: &str, out: &mut Vec<u8>) {
     escape(s.as_bytes(), b'%', &CHAR_PLAIN, out);
 }
 
+/// The compact line of a variable with one char value: `char NAME="value"`.
+pub(crate) fn write_char_line(name: &str, value: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"char ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    write_char_value(value, out);
+    out.extend_from_slice(b"\"\n");
+}
+
+/// The compact line of a variable with char values; nothing without values.
+pub(crate) fn write_chars_line<S: AsRef<str>>(name: &str, values: &[S], out: &mut Vec<u8>) {
+    if values.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b"char ");
+    write_values(name, values, out, |value, out| {
+        write_char_value(value.as_ref(), out)
+    });
+}
+
+/// The compact line of a variable with one int value: `int  NAME="value"`.
+pub(crate) fn write_int_line(name: &str, value: i32, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"int  ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    write_int(value, out);
+    out.extend_from_slice(b"\"\n");
+}
+
+/// The compact line of a variable with one bin value: `bin  NAME="HEX"`.
+pub(crate) fn write_bin_line(name: &str, value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"bin  ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    write_hex(value, out);
+    out.extend_from_slice(b"\"\n");
+}
+
+/// The compact opening line of a group: `NAME {`.
+pub(crate) fn write_group_open(name: &str, out: &mut Vec<u8>) {
+    escape_group_name(name, out);
+    out.extend_from_slice(b" {\n");
+}
+
+/// The compact closing line of a group: `}`.
+pub(crate) fn write_group_close(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"}\n");
+}
+
 /// A number in decimal.
 pub(crate) fn write_u32(n: u32, out: &mut Vec<u8>) {
     let mut buf = [0u8; 10];
@@ -178,6 +227,16 @@ fn write_var_line(name: &str, values: &[Value], out: &mut Vec<u8>, depth: usize,
         ValueType::Int => b"int  ",
         ValueType::Bin => b"bin  ",
     });
+    write_values(name, values, out, write_value);
+}
+
+/// The rest of a variable line after the type word: `NAME="v1", "v2"` and a line feed.
+fn write_values<T>(
+    name: &str,
+    values: &[T],
+    out: &mut Vec<u8>,
+    write_one: impl Fn(&T, &mut Vec<u8>),
+) {
     out.extend_from_slice(name.as_bytes());
     out.push(b'=');
     for (n, value) in values.iter().enumerate() {
@@ -185,7 +244,7 @@ fn write_var_line(name: &str, values: &[Value], out: &mut Vec<u8>, depth: usize,
             out.extend_from_slice(b", ");
         }
         out.push(b'"');
-        write_value(value, out);
+        write_one(value, out);
         out.push(b'"');
     }
     out.push(b'\n');
@@ -201,18 +260,21 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Char(s) => escape(s.as_bytes(), b'%', &CHAR_PLAIN, out),
         Value::Int(i) => write_int(*i, out),
-        Value::Bin(b) => {
-            out.reserve(2 * b.len());
-            // Through a small buffer: one copy per 32 bytes rather than a push per digit.
-            let mut buf = [0u8; 64];
-            for chunk in b.chunks(32) {
-                for (pair, &byte) in buf.chunks_exact_mut(2).zip(chunk) {
-                    pair[0] = HEX[usize::from(byte >> 4)];
-                    pair[1] = HEX[usize::from(byte & 0xf)];
-                }
-                out.extend_from_slice(&buf[..2 * chunk.len()]);
-            }
+        Value::Bin(b) => write_hex(b, out),
+    }
+}
+
+/// Bytes in upper-case hex.
+fn write_hex(b: &[u8], out: &mut Vec<u8>) {
+    out.reserve(2 * b.len());
+    // Through a small buffer: one copy per 32 bytes rather than a push per digit.
+    let mut buf = [0u8; 64];
+    for chunk in b.chunks(32) {
+        for (pair, &byte) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
+        out.extend_from_slice(&buf[..2 * chunk.len()]);
     }
 }
 

@@ -18,9 +18,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use chipcard_ipc::{Envelope, EnvelopeCodec, Group, IdCounter, IdOrder, Outgoing};
+use chipcard_ipc::message::{MessageSet, Ping};
+use chipcard_ipc::{Addressed, IdCounter, IdOrder, Incoming, MessageCodec, Outgoing};
 use chipcard_sock::{ReadHalf, WriteHalf};
-use futures::{Sink, SinkExt};
+use futures::{Future, Sink, SinkExt, StreamExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -47,12 +48,12 @@ const BUFFER: usize = 8 * 1024;
 /// output `/dev/null` and standard error inherited. With `run_as` (uid, gid) the process
 /// gets that user and group (and no supplementary groups: the standard library drops them
 /// when it changes the uid as root). The child is killed when the returned handle drops.
-pub fn spawn(
+pub fn spawn<M>(
     program: &Path,
     id_flag: &str,
     id: &str,
     run_as: Option<(u32, u32)>,
-) -> std::io::Result<(Child, Conn)> {
+) -> std::io::Result<(Child, Conn<M>)> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut command = Command::new(program);
     command.env_clear();
@@ -102,15 +103,27 @@ pub async fn await_exit_or_kill(child: &mut Child) {
     }
 }
 
-/// The connection to a child: frames in, buffered frames out, ids both ways.
+/// The buffered frames to a child whose messages are the set `M`.
+pub type Writer<M> = FramedWrite<WriteHalf, MessageCodec<M>>;
+
+/// Writes out what `writer` buffers.
+pub fn flush<M>(
+    writer: &mut Writer<M>,
+) -> impl Future<Output = Result<(), chipcard_ipc::Error>> + '_ {
+    // The item type only picks the `Sink` impl: flushing writes bytes already encoded.
+    SinkExt::<Addressed<'static, Ping>>::flush(writer)
+}
+
+/// The connection to a child that sends the messages of the set `M`: frames in, read
+/// straight into `M`, buffered frames out, ids both ways.
 #[derive(Debug)]
-pub struct Conn {
+pub struct Conn<M> {
     // chipcard_sock's halves, not tokio's: they do not wake the server each time the
     // child reads (see that crate).
     /// Frames from the child.
-    pub reader: FramedRead<ReadHalf, EnvelopeCodec>,
+    pub reader: FramedRead<ReadHalf, MessageCodec<M>>,
     /// Frames to the child, buffered until [`Conn::flush`].
-    pub writer: FramedWrite<WriteHalf, EnvelopeCodec>,
+    pub writer: Writer<M>,
     ids: IdCounter,
     /// The child's ids, which must increase.
     pub order: IdOrder,
@@ -118,12 +131,12 @@ pub struct Conn {
     pub unflushed: bool,
 }
 
-impl Conn {
-    fn new(stream: std::os::unix::net::UnixStream) -> std::io::Result<Conn> {
+impl<M> Conn<M> {
+    fn new(stream: std::os::unix::net::UnixStream) -> std::io::Result<Conn<M>> {
         let (read, write) = chipcard_sock::split(stream)?;
         Ok(Conn {
-            reader: FramedRead::with_capacity(read, EnvelopeCodec::new(), BUFFER),
-            writer: FramedWrite::with_capacity(write, EnvelopeCodec::new(), BUFFER),
+            reader: FramedRead::with_capacity(read, MessageCodec::new(), BUFFER),
+            writer: FramedWrite::with_capacity(write, MessageCodec::new(), BUFFER),
             ids: IdCounter::new(),
             order: IdOrder::new(),
             unflushed: false,
@@ -136,7 +149,11 @@ impl Conn {
         // `start_send` only encodes into the buffer; flushing is separate, and the buffer
         // is bounded by the requests in progress.
         std::pin::Pin::new(&mut self.writer)
-            .start_send(Envelope::new(id, refid, msg))
+            .start_send(Addressed {
+                id,
+                refid,
+                message: msg,
+            })
             .map_err(|e| e.to_string())?;
         self.unflushed = true;
         Ok(id)
@@ -145,9 +162,29 @@ impl Conn {
     /// Writes the buffer out, waiting as long as that takes.
     pub async fn flush(&mut self) -> Result<(), String> {
         self.unflushed = false;
-        SinkExt::<Envelope>::flush(&mut self.writer)
-            .await
-            .map_err(|e| e.to_string())
+        flush(&mut self.writer).await.map_err(|e| e.to_string())
+    }
+
+    /// The child's next message during its start, its id checked; `Err` with the reason
+    /// when the connection cannot go on. A frame that is not an envelope is skipped.
+    /// `who` is the child's kind (`driver`), `ready` the message awaited (`DriverReady`).
+    pub async fn next_before_ready(&mut self, who: &str, ready: &str) -> Result<Incoming<M>, String>
+    where
+        M: MessageSet,
+    {
+        loop {
+            let received = match self.reader.next().await {
+                None => return Err(format!("the {who} closed its connection before {ready}")),
+                Some(Err(e)) => return Err(format!("{who} broke the protocol: {e}")),
+                Some(Ok(Err(e))) => {
+                    warn!(error = %e, "bad message from {who} before {ready}");
+                    continue;
+                }
+                Some(Ok(Ok(received))) => received,
+            };
+            self.order.check(received.id).map_err(|e| e.to_string())?;
+            return Ok(received);
+        }
     }
 
     /// Sends one message and waits until it is written; returns its id.
@@ -320,22 +357,22 @@ impl<Resp> Pending<Resp> {
         self.calls.is_empty()
     }
 
-    /// A response: decodes it and gives it to the request waiting for it. A response that
-    /// does not decode is handed over as `bad(why)`.
+    /// A response: gives it to the request waiting for it. A response that does not
+    /// decode is handed over as `bad(why)`.
     pub fn answer(
         &mut self,
         refid: u32,
-        env: &Envelope,
-        decode: impl FnOnce(&str, &Group) -> Result<Resp, chipcard_ipc::Error>,
+        response: Incoming<Resp>,
         bad: impl FnOnce(String) -> Resp,
     ) {
         let Some(waiting) = self.calls.remove(&refid) else {
             // Also the late answer to a request that timed out.
-            debug!(refid, cmd = %env.cmd, "response to no waiting request ignored");
+            debug!(refid, cmd = %response.cmd, "response to no waiting request ignored");
             return;
         };
-        let msg = decode(&env.cmd, &env.data).unwrap_or_else(|e| {
-            warn!(refid, cmd = %env.cmd, error = %e, "bad response");
+        let cmd = response.cmd;
+        let msg = response.message.unwrap_or_else(|e| {
+            warn!(refid, %cmd, error = %e, "bad response");
             bad(e.to_string())
         });
         waiting.answer.give(Ok(msg));
@@ -396,8 +433,8 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use chipcard_ipc::message::{ErrorResponse, FromDriver, Ping, ToDriver};
-    use chipcard_ipc::ErrorCode;
+    use chipcard_ipc::message::{ErrorResponse, FromDriver, ToDriver};
+    use chipcard_ipc::{Envelope, ErrorCode, Group};
 
     use super::*;
 
@@ -413,6 +450,11 @@ mod tests {
             });
             seen.lock().expect("not poisoned").push(entry);
         })
+    }
+
+    /// A message as the connection reads it.
+    fn incoming(env: &Envelope) -> Incoming<FromDriver> {
+        Incoming::decode(&env.encode(), &chipcard_ipc::Limits::default()).expect("an envelope")
     }
 
     fn bad(why: String) -> FromDriver {
@@ -465,22 +507,22 @@ mod tests {
         assert!(earliest <= Instant::now());
 
         // A good response, a response that does not decode, one to no request.
-        let response = Envelope::new(
-            10,
-            Some(1),
-            &ErrorResponse::new(ErrorCode::Timeout, "the reader timed out"),
-        );
-        pending.answer(1, &response, FromDriver::decode, bad);
+        let response = || {
+            incoming(&Envelope::new(
+                10,
+                Some(1),
+                &ErrorResponse::new(ErrorCode::Timeout, "the reader timed out"),
+            ))
+        };
+        pending.answer(1, response(), bad);
         let garbage = Envelope {
             id: 11,
             refid: Some(3),
             cmd: "NoSuchMessage".into(),
             data: Group::default(),
         };
-        pending.answer(3, &garbage, FromDriver::decode, |why| {
-            bad(format!("bad: {why}"))
-        });
-        pending.answer(99, &response, FromDriver::decode, bad);
+        pending.answer(3, incoming(&garbage), |why| bad(format!("bad: {why}")));
+        pending.answer(99, response(), bad);
 
         pending.expire(Instant::now());
         assert!(pending.next_expiry.is_some_and(|at| at > Instant::now()));

@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chipcard_ipc::message::{ErrorResponse, ToClient};
-use chipcard_ipc::{ClientId, Envelope, EnvelopeCodec, ErrorCode, IdCounter, IdOrder};
+use chipcard_ipc::message::{ErrorResponse, FromClient, ToClient};
+use chipcard_ipc::{Addressed, ClientId, ErrorCode, IdCounter, IdOrder, MessageCodec};
 use chipcard_sock::{ReadHalf, WriteHalf};
 use futures::{Sink, SinkExt, StreamExt};
 use tokio::net::UnixStream;
@@ -34,8 +34,10 @@ use crate::server::Shared;
 
 // chipcard_sock's halves, not tokio's: they do not wake this process each time the client
 // reads (see that crate).
-type Reader = FramedRead<ReadHalf, EnvelopeCodec>;
-type Writer = FramedWrite<WriteHalf, EnvelopeCodec>;
+type Reader = FramedRead<ReadHalf, Codec>;
+type Writer = FramedWrite<WriteHalf, Codec>;
+/// Requests are read straight into their typed form, answers written straight from it.
+type Codec = MessageCodec<FromClient>;
 
 /// The initial size of a client's read and write buffers. Most messages fit; the buffers
 /// grow for larger ones. Small, because every connected client has them, idle or not.
@@ -49,9 +51,14 @@ const REFUSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Answers a connection the server will not serve with `Error` code 1 and closes it.
 pub async fn refuse(stream: UnixStream, why: &str) {
-    let mut conn = FramedWrite::new(stream, EnvelopeCodec::new());
-    let msg: ToClient = ErrorResponse::new(ErrorCode::Generic, why).into();
-    let _ = tokio::time::timeout(REFUSE_LIMIT, conn.send(Envelope::new(1, None, &msg))).await;
+    let mut conn = FramedWrite::new(stream, Codec::new());
+    let msg = ErrorResponse::new(ErrorCode::Generic, why);
+    let refusal = Addressed {
+        id: 1,
+        refid: None,
+        message: &msg,
+    };
+    let _ = tokio::time::timeout(REFUSE_LIMIT, conn.send(refusal)).await;
 }
 
 /// Serves one client until it disconnects, breaks the protocol, or the server stops.
@@ -80,8 +87,8 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphore
             ),
             None => info!("connected (peer credentials unknown)"),
         }
-        let sink = FramedWrite::with_capacity(write_half, EnvelopeCodec::new(), BUFFER);
-        let stream = FramedRead::with_capacity(read_half, EnvelopeCodec::new(), BUFFER);
+        let sink = FramedWrite::with_capacity(write_half, Codec::new(), BUFFER);
+        let stream = FramedRead::with_capacity(read_half, Codec::new(), BUFFER);
         let stall = shared.settings.client_idle_timeout;
         let writer = tokio::spawn(write_loop(sink, rx, closing.clone(), stall).in_current_span());
         read_loop(&shared, client, stream, &outbox).await;
@@ -145,7 +152,7 @@ async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, o
             }
         };
         partial = None;
-        let env = match item {
+        let request = match item {
             None => return,
             Some(Err(chipcard_ipc::Error::Io(e))) if peer_went_away(&e) => {
                 debug!(error = %e, "client went away");
@@ -161,15 +168,15 @@ async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, o
                 outbox.queue(None, ErrorResponse::new(e.code(), e.to_string()).into());
                 continue;
             }
-            Some(Ok(Ok(env))) => env,
+            Some(Ok(Ok(request))) => request,
         };
-        if let Err(e) = order.check(env.id) {
+        if let Err(e) = order.check(request.id) {
             info!(error = %e, "message id out of order");
-            outbox.queue(Some(env.id), protocol_error(e.to_string()));
+            outbox.queue(Some(request.id), protocol_error(e.to_string()));
             continue;
         }
         // Back-pressure: wait for one of the client's requests to be answered.
-        let request = match requests.clone().try_acquire_owned() {
+        let permit = match requests.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => tokio::select! {
                 biased;
@@ -178,10 +185,10 @@ async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, o
                 permit = requests.clone().acquire_owned() => permit.ok(),
             },
         };
-        let Some(reply) = outbox.reserve(env.id, request, stall).await else {
+        let Some(reply) = outbox.reserve(request.id, permit, stall).await else {
             return;
         };
-        crate::dispatch::handle(shared, client, env, reply);
+        crate::dispatch::handle_request(shared, client, request, reply);
     }
 }
 
@@ -208,9 +215,13 @@ async fn write_loop(
         };
         let Some(mut out) = next else { break };
         loop {
-            let env = Envelope::new(ids.next_id(), out.refid, &*out.msg);
+            let message = Addressed {
+                id: ids.next_id(),
+                refid: out.refid,
+                message: &*out.msg,
+            };
             // Only encodes into the buffer; the flush below writes.
-            if let Err(e) = Pin::new(&mut sink).start_send(env) {
+            if let Err(e) = Pin::new(&mut sink).start_send(message) {
                 debug!(error = %e, "cannot encode a message for the client");
                 closing.cancel();
                 return;
@@ -224,7 +235,7 @@ async fn write_loop(
             }
         }
         // A client that does not read for `stall` is given up.
-        match tokio::time::timeout(stall, SinkExt::<Envelope>::flush(&mut sink)).await {
+        match tokio::time::timeout(stall, SinkExt::<Addressed<ToClient>>::flush(&mut sink)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 debug!(error = %e, "cannot write to client");
@@ -238,7 +249,7 @@ async fn write_loop(
             }
         }
     }
-    let _ = tokio::time::timeout(stall, SinkExt::<Envelope>::close(&mut sink)).await;
+    let _ = tokio::time::timeout(stall, SinkExt::<Addressed<ToClient>>::close(&mut sink)).await;
 }
 
 /// Whether a read error only means the client closed its end abruptly (a normal way to leave,

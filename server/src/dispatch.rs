@@ -1,6 +1,7 @@
 //! Request handling: what the server does with each client message, and what it answers.
 //!
-//! [`handle`] runs in the client's reader loop with a reserved answer slot ([`Reply`]).
+//! [`handle_request`] runs in the client's reader loop with a reserved answer slot
+//! ([`Reply`]), on the request as read straight from its frame.
 //! Requests that only look at or change the registry are answered at once, under the
 //! registry's lock. Requests that wait — for a card another client holds, or for a driver —
 //! do their registry part at once (so queues keep arrival order) and then continue in a
@@ -19,7 +20,7 @@ use chipcard_ipc::message::{
     ReleaseCardResponse, ResetCard, SetNotifyResponse, StartWaitResponse, StopWaitResponse,
     TakeCard, TakeCardResponse,
 };
-use chipcard_ipc::{CardId, ClientId, Envelope, ErrorCode, Message, Outcome, Outgoing};
+use chipcard_ipc::{CardId, ClientId, Envelope, ErrorCode, Incoming, Message, Outcome, Outgoing};
 use tracing::{debug, info, Instrument};
 
 use crate::driver::CallError;
@@ -36,24 +37,42 @@ pub const DEFAULT_TAKE_TIMEOUT_MS: i32 = 10_000;
 /// The server's `System`.
 const SYSTEM: &str = "Linux";
 
-/// Handles one request from `client`; the answer goes into `reply`, now or later.
+/// Handles a request from `client` read as an [`Envelope`], as [`handle_request`] does
+/// (for [`crate::harness`], which reads the document model).
 pub fn handle(shared: &Arc<Shared>, client: ClientId, env: Envelope, reply: Reply) {
-    if !env.cmd.eq_ignore_ascii_case(ClientReady::CMD) && !shared.lock().is_ready(client) {
+    let message = FromClient::decode(&env.cmd, &env.data);
+    let request = Incoming {
+        id: env.id,
+        refid: env.refid,
+        cmd: env.cmd.into(),
+        message,
+    };
+    handle_request(shared, client, request, reply);
+}
+
+/// Handles one request from `client`; the answer goes into `reply`, now or later.
+pub fn handle_request(
+    shared: &Arc<Shared>,
+    client: ClientId,
+    request: Incoming<FromClient>,
+    reply: Reply,
+) {
+    if !request.cmd.eq_ignore_ascii_case(ClientReady::CMD) && !shared.lock().is_ready(client) {
         reply.send(ErrorResponse::new(
             ErrorCode::NotReady,
-            format!("'{}' before ClientReady", env.cmd),
+            format!("'{}' before ClientReady", request.cmd),
         ));
         return;
     }
-    let msg = match FromClient::decode(&env.cmd, &env.data) {
+    let msg = match request.message {
         Ok(msg) => msg,
         Err(e) => {
-            debug!(cmd = %env.cmd, error = %e, "request refused");
+            debug!(cmd = %request.cmd, error = %e, "request refused");
             reply.send(ErrorResponse::new(e.code(), e.to_string()));
             return;
         }
     };
-    debug!(cmd = msg.cmd(), id = env.id, "request");
+    debug!(cmd = msg.cmd(), id = request.id, "request");
     if let Some(card) = card_of(&msg) {
         if let Err(f) = shared.lock().check_access(card, client) {
             info!(cmd = msg.cmd(), card = %card, "permission denied");

@@ -16,8 +16,8 @@ use std::time::Duration;
 use chipcard_ipc::message::{
     DriverReader, DriverStart, ErrorResponse, FromDriver, Ping, StopDriver, ToDriver,
 };
-use chipcard_ipc::{DriverId, Envelope, ErrorCode, Group, Outgoing};
-use futures::{FutureExt, SinkExt, StreamExt};
+use chipcard_ipc::{DriverId, ErrorCode, Group, Incoming, Outgoing};
+use futures::{FutureExt, StreamExt};
 use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -91,7 +91,7 @@ pub type Settled = Option<tokio::sync::oneshot::Sender<()>>;
 #[derive(Debug)]
 pub struct DriverProcess {
     child: Child,
-    conn: Conn,
+    conn: Conn<FromDriver>,
 }
 
 impl DriverProcess {
@@ -134,17 +134,8 @@ impl DriverProcess {
         )
         .await?;
         loop {
-            let env = match self.conn.reader.next().await {
-                None => return Err("the driver closed its connection before DriverReady".into()),
-                Some(Err(e)) => return Err(format!("driver broke the protocol: {e}")),
-                Some(Ok(Err(e))) => {
-                    warn!(error = %e, "bad message from driver before DriverReady");
-                    continue;
-                }
-                Some(Ok(Ok(env))) => env,
-            };
-            self.conn.order.check(env.id).map_err(|e| e.to_string())?;
-            match FromDriver::decode(&env.cmd, &env.data) {
+            let received = self.conn.next_before_ready("driver", "DriverReady").await?;
+            match received.message {
                 Ok(FromDriver::DriverReady(ready)) => {
                     if ready.driver_id != id {
                         warn!(said = %ready.driver_id, "DriverReady names another driver id");
@@ -156,7 +147,7 @@ impl DriverProcess {
                         ));
                     }
                     return Ok(Ready {
-                        id: env.id,
+                        id: received.id,
                         readers: ready.readers.0,
                         text: ready.outcome.text,
                     });
@@ -263,19 +254,19 @@ impl DriverProcess {
                         return Ending::Protocol(e.to_string());
                     }
                     Some(Ok(Err(e))) => warn!(error = %e, "bad message from driver ignored"),
-                    Some(Ok(Ok(env))) => {
-                        if let Err(e) = conn.order.check(env.id) {
+                    Some(Ok(Ok(received))) => {
+                        if let Err(e) = conn.order.check(received.id) {
                             return Ending::Protocol(e.to_string());
                         }
-                        match env.refid {
+                        match received.refid {
                             Some(refid) if ping.is_some_and(|(p, _)| p == refid) => {
                                 ping = None;
                                 if let Some(tx) = settled.take() {
                                     let _ = tx.send(());
                                 }
                             }
-                            Some(refid) => pending.answer(refid, &env, FromDriver::decode, bad_response),
-                            None => event(shared, id, &env),
+                            Some(refid) => pending.answer(refid, received, bad_response),
+                            None => event(shared, id, received),
                         }
                     }
                 },
@@ -294,7 +285,7 @@ impl DriverProcess {
                     // Nothing else queued: write now, without another turn of the loop.
                     // What the socket does not take at once is left to the flush branch.
                     if taken < CALL_BATCH {
-                        if let Some(written) = SinkExt::<Envelope>::flush(&mut conn.writer).now_or_never() {
+                        if let Some(written) = child::flush(&mut conn.writer).now_or_never() {
                             conn.unflushed = false;
                             if let Err(e) = written {
                                 return Ending::Protocol(format!("cannot write to driver: {e}"));
@@ -318,7 +309,7 @@ impl DriverProcess {
                 }
                 // Last: only when nothing else is ready, so requests that came together
                 // leave in one write.
-                written = SinkExt::<Envelope>::flush(&mut conn.writer), if conn.unflushed => {
+                written = child::flush(&mut conn.writer), if conn.unflushed => {
                     conn.unflushed = false;
                     if let Err(e) = written {
                         return Ending::Protocol(format!("cannot write to driver: {e}"));
@@ -349,11 +340,11 @@ fn bad_response(why: String) -> FromDriver {
 }
 
 /// An event: change the registry.
-fn event(shared: &Shared, id: DriverId, env: &Envelope) {
-    let msg = match FromDriver::decode(&env.cmd, &env.data) {
+fn event(shared: &Shared, id: DriverId, received: Incoming<FromDriver>) {
+    let msg = match received.message {
         Ok(msg) => msg,
         Err(e) => {
-            warn!(cmd = %env.cmd, error = %e, "bad event from driver ignored");
+            warn!(cmd = %received.cmd, error = %e, "bad event from driver ignored");
             return;
         }
     };

@@ -41,8 +41,8 @@
 //! # A message's path, socket to driver and back
 //!
 //! A `CommandCard` frame arrives on the client's socket; [`client`]'s reader loop decodes
-//! it with `EnvelopeCodec`, checks the id order, reserves an answer slot in the client's
-//! [`outbox::Outbox`] and calls [`dispatch::handle`]. That looks the card up in the
+//! it straight into a typed request with `MessageCodec`, checks the id order, reserves an
+//! answer slot in the client's [`outbox::Outbox`] and calls [`dispatch::handle_request`]. That looks the card up in the
 //! registry ([`registry::CardRegistry::owned_target`]: present? taken by this client?)
 //! and gets a [`registry::CardTarget`] — the driver's [`driver::DriverLink`], the driver's
 //! own reader id and the slot — then releases the lock and hands a `CardCommand` to

@@ -51,7 +51,7 @@ enum Ending {
 #[derive(Debug)]
 struct ServiceProcess {
     child: Child,
-    conn: Conn,
+    conn: Conn<FromService>,
 }
 
 impl ServiceProcess {
@@ -77,17 +77,11 @@ impl ServiceProcess {
         };
         self.send(None, &start).await?;
         loop {
-            let env = match self.conn.reader.next().await {
-                None => return Err("the service closed its connection before ServiceReady".into()),
-                Some(Err(e)) => return Err(format!("service broke the protocol: {e}")),
-                Some(Ok(Err(e))) => {
-                    warn!(error = %e, "bad message from service before ServiceReady");
-                    continue;
-                }
-                Some(Ok(Ok(env))) => env,
-            };
-            self.conn.order.check(env.id).map_err(|e| e.to_string())?;
-            match FromService::decode(&env.cmd, &env.data) {
+            let received = self
+                .conn
+                .next_before_ready("service", "ServiceReady")
+                .await?;
+            match received.message {
                 Ok(FromService::ServiceReady(ready)) => {
                     if let Some(code) = ready.outcome.error {
                         return Err(format!(
@@ -96,7 +90,7 @@ impl ServiceProcess {
                         ));
                     }
                     info!(text = %ready.outcome.text, "service ready");
-                    return Ok(env.id);
+                    return Ok(received.id);
                 }
                 Ok(other) => warn!(cmd = other.cmd(), "message before ServiceReady ignored"),
                 Err(e) => return Err(format!("bad ServiceReady: {e}")),
@@ -173,22 +167,22 @@ impl ServiceProcess {
                         return Ending::Ended(format!("service broke the protocol: {e}"));
                     }
                     Some(Ok(Err(e))) => warn!(error = %e, "bad message from service ignored"),
-                    Some(Ok(Ok(env))) => {
-                        if let Err(e) = self.conn.order.check(env.id) {
+                    Some(Ok(Ok(received))) => {
+                        if let Err(e) = self.conn.order.check(received.id) {
                             return Ending::Ended(format!("service broke the protocol: {e}"));
                         }
-                        match env.refid {
+                        match received.refid {
                             Some(refid) if ping.is_some_and(|(p, _)| p == refid) => ping = None,
                             Some(refid) => {
                                 shared.lock().services_mut().touch(id);
-                                pending.answer(refid, &env, FromService::decode, |e| {
+                                pending.answer(refid, received, |e| {
                                     FromService::ErrorResponse(ErrorResponse::new(
                                         ErrorCode::DriverError,
                                         format!("the service sent a bad response: {e}"),
                                     ))
                                 });
                             }
-                            None => warn!(cmd = %env.cmd, "unexpected message from service ignored"),
+                            None => warn!(cmd = %received.cmd, "unexpected message from service ignored"),
                         }
                     }
                 },

@@ -18,7 +18,9 @@ use chipcard_ipc::codec::MAX_BODY;
 use chipcard_ipc::message::{
     CardAvailable, FromClient, Message, Notification, ReleaseCard, TakeCard, ToClient,
 };
-use chipcard_ipc::{Envelope, EnvelopeCodec, FrameCodec, IdCounter, IdOrder, Outcome, Outgoing};
+use chipcard_ipc::{
+    Addressed, FrameError, IdCounter, IdOrder, Incoming, MessageCodec, Outcome, Outgoing,
+};
 use chipcard_sock::{ReadHalf, SharedWriter};
 use futures::StreamExt;
 use tokio::net::UnixStream;
@@ -40,7 +42,8 @@ const READ_BUFFER: usize = 4 * 1024;
 
 struct State {
     ids: IdCounter,
-    frames: FrameCodec,
+    /// Writes requests straight from their typed form into the write buffer.
+    codec: MessageCodec<ToClient>,
     pending: HashMap<u32, Pending>,
     /// Set once, when the connection fails or ends.
     closed: Option<Error>,
@@ -109,7 +112,7 @@ impl Connection {
         let (notes_tx, notes_rx) = mpsc::channel(push_capacity.max(1));
         let state = State {
             ids: IdCounter::new(),
-            frames: FrameCodec::new(),
+            codec: MessageCodec::new(),
             pending: HashMap::new(),
             closed: None,
             cards: Some(cards_tx),
@@ -122,7 +125,7 @@ impl Connection {
         let read = chipcard_sock::read_half(stream)?;
         tokio::spawn(drain(shared.clone()));
         let reader = tokio::spawn(read_loop(
-            FramedRead::with_capacity(read, EnvelopeCodec::new(), READ_BUFFER),
+            FramedRead::with_capacity(read, MessageCodec::new(), READ_BUFFER),
             shared.clone(),
         ));
         Ok(Connection {
@@ -209,17 +212,20 @@ fn queue(shared: &Shared, msg: &FromClient, reply: oneshot::Sender<Reply>) -> Re
         return Err(e.clone());
     }
     let id = st.ids.next_id();
-    let body = Envelope::new(id, None, msg).encode();
-    if body.len() > MAX_BODY {
-        return Err(Error::InvalidArgument(format!(
-            "{} message of {} bytes is over the frame limit of {MAX_BODY} bytes",
-            msg.cmd(),
-            body.len()
-        )));
-    }
-    st.frames
-        .encode(&body[..], buf)
-        .map_err(|e| Error::protocol_from("cannot frame a request", e))?;
+    let request = Addressed {
+        id,
+        refid: None,
+        message: msg,
+    };
+    st.codec.encode(request, buf).map_err(|e| match e {
+        chipcard_ipc::Error::Frame(FrameError::BodyTooLarge { length, .. }) => {
+            Error::InvalidArgument(format!(
+                "{} message of {length} bytes is over the frame limit of {MAX_BODY} bytes",
+                msg.cmd(),
+            ))
+        }
+        e => Error::protocol_from("cannot frame a request", e),
+    })?;
     tracing::trace!(id, cmd = msg.cmd(), "request");
     st.pending.insert(
         id,
@@ -296,10 +302,10 @@ async fn drain(shared: Arc<Shared>) {
     }
 }
 
-async fn read_loop(mut stream: FramedRead<ReadHalf, EnvelopeCodec>, shared: Arc<Shared>) {
+async fn read_loop(mut stream: FramedRead<ReadHalf, MessageCodec<ToClient>>, shared: Arc<Shared>) {
     let mut order = IdOrder::new();
     let reason = loop {
-        let envelope = match stream.next().await {
+        let message = match stream.next().await {
             None => {
                 break Error::Closed {
                     reason: "the server closed the connection".into(),
@@ -310,29 +316,34 @@ async fn read_loop(mut stream: FramedRead<ReadHalf, EnvelopeCodec>, shared: Arc<
             Some(Ok(Err(e))) => {
                 break Error::protocol_from("unreadable message from the server", e)
             }
-            Some(Ok(Ok(envelope))) => envelope,
+            Some(Ok(Ok(message))) => message,
         };
-        if let Err(e) = order.check(envelope.id) {
+        if let Err(e) = order.check(message.id) {
             break Error::protocol_from("message ids from the server out of order", e);
         }
-        dispatch(&shared, envelope);
+        dispatch(&shared, message);
     };
     tracing::debug!(reason = %reason, "connection to chipcardd ended");
     shared.close(reason);
 }
 
 /// Hands one message from the server to its request or push queue.
-fn dispatch(shared: &Shared, envelope: Envelope) {
-    let decoded = ToClient::decode(&envelope.cmd, &envelope.data);
-    match envelope.refid {
+fn dispatch(shared: &Shared, message: Incoming<ToClient>) {
+    let Incoming {
+        refid,
+        cmd,
+        message: decoded,
+        ..
+    } = message;
+    match refid {
         Some(refid) => {
             let Some(pending) = shared.lock().state().pending.remove(&refid) else {
-                tracing::debug!(refid, cmd = %envelope.cmd, "answer to no waiting request, ignored");
+                tracing::debug!(refid, %cmd, "answer to no waiting request, ignored");
                 return;
             };
-            tracing::trace!(refid, cmd = %envelope.cmd, "response");
+            tracing::trace!(refid, %cmd, "response");
             let reply = decoded.map_err(|e| {
-                Error::protocol_from(format!("bad {} answer to {}", envelope.cmd, pending.cmd), e)
+                Error::protocol_from(format!("bad {cmd} answer to {}", pending.cmd), e)
             });
             if let Err(Ok(ToClient::TakeCardResponse(r))) = pending.tx.send(reply) {
                 // The caller gave up (timeout or cancel) but the server gave us the card:
@@ -361,7 +372,7 @@ fn dispatch(shared: &Shared, envelope: Envelope) {
                 );
             }
             Err(e) => {
-                tracing::warn!(cmd = %envelope.cmd, error = %e, "unreadable push, ignored");
+                tracing::warn!(%cmd, error = %e, "unreadable push, ignored");
             }
         },
     }

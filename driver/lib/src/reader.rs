@@ -14,19 +14,24 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chipcard_ipc::{Envelope, EnvelopeCodec, IdOrder};
+use chipcard_ipc::message::ToDriver;
+use chipcard_ipc::{IdOrder, MessageCodec};
 use tokio_util::codec::Decoder;
 
 /// How much one `read` asks for.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// A message from the server, read straight into its typed form (which is an `Err` when
+/// the command is unknown or a field is bad).
+pub(crate) type FromServer = chipcard_ipc::Incoming<ToDriver>;
+
 /// What came from the server.
 #[derive(Debug)]
 pub(crate) enum Incoming {
     /// A message whose id increases.
-    Message(Envelope),
+    Message(FromServer),
     /// A message whose id does not increase.
-    OutOfOrder(Envelope, chipcard_ipc::Error),
+    OutOfOrder(FromServer, chipcard_ipc::Error),
     /// A frame whose body is not a valid envelope; the connection goes on.
     Malformed(chipcard_ipc::Error),
     /// A broken frame; the connection cannot go on.
@@ -45,7 +50,7 @@ pub(crate) struct Reader {
 #[derive(Debug)]
 struct State {
     buf: BytesMut,
-    codec: EnvelopeCodec,
+    codec: MessageCodec<ToDriver>,
     order: IdOrder,
     /// Messages the watcher read and left for the IPC thread, in order.
     deferred: VecDeque<Incoming>,
@@ -67,7 +72,7 @@ impl Reader {
             stream,
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(READ_CHUNK),
-                codec: EnvelopeCodec::new(),
+                codec: MessageCodec::new(),
                 order: IdOrder::new(),
                 deferred: VecDeque::new(),
                 ended: false,
@@ -163,9 +168,9 @@ impl Locked<'_> {
         }
         match state.codec.decode(&mut state.buf) {
             Ok(None) => None,
-            Ok(Some(Ok(envelope))) => Some(match state.order.check(envelope.id) {
-                Ok(()) => Incoming::Message(envelope),
-                Err(e) => Incoming::OutOfOrder(envelope, e),
+            Ok(Some(Ok(message))) => Some(match state.order.check(message.id) {
+                Ok(()) => Incoming::Message(message),
+                Err(e) => Incoming::OutOfOrder(message, e),
             }),
             Ok(Some(Err(e))) => Some(Incoming::Malformed(e)),
             Err(e) => {

@@ -19,12 +19,12 @@ use chipcard_ipc::message::{
     CardCommandResponse, DriverReady, ErrorResponse, PingResponse, ReaderList, ResetCardResponse,
     ToDriver,
 };
-use chipcard_ipc::{DriverId, Envelope, ErrorCode, Outcome, Outgoing};
+use chipcard_ipc::{DriverId, ErrorCode, Outcome, Outgoing};
 use tracing::{debug, error, info, trace, warn};
 
 use crate::backend::{Backend, EventSink};
 use crate::error::{DriverError, Error};
-use crate::reader::{Incoming, Reader};
+use crate::reader::{FromServer, Incoming, Reader};
 use crate::watch::Watch;
 use crate::writer::Writer;
 
@@ -157,9 +157,9 @@ impl<B: Backend> Session<B> {
 
     fn incoming(&mut self, incoming: Incoming) -> Result<Option<Exit>, Error> {
         match incoming {
-            Incoming::Message(envelope) => self.received(envelope),
-            Incoming::OutOfOrder(envelope, e) => {
-                self.error(envelope.id, e.code(), e.to_string())?;
+            Incoming::Message(message) => self.received(message),
+            Incoming::OutOfOrder(message, e) => {
+                self.error(message.id, e.code(), e.to_string())?;
                 Ok(None)
             }
             Incoming::Malformed(e) => {
@@ -230,16 +230,16 @@ impl<B: Backend> Session<B> {
         })
     }
 
-    fn received(&mut self, envelope: Envelope) -> Result<Option<Exit>, Error> {
-        let id = envelope.id;
-        debug!(id, refid = envelope.refid, cmd = %envelope.cmd, "received");
-        let message = match ToDriver::decode(&envelope.cmd, &envelope.data) {
+    fn received(&mut self, received: FromServer) -> Result<Option<Exit>, Error> {
+        let id = received.id;
+        debug!(id, refid = received.refid, cmd = %received.cmd, "received");
+        let message = match received.message {
             Ok(message) => message,
             // A response is never answered, not even a malformed or unknown one: two peers
             // must not trade error replies forever.
-            Err(e) if envelope.refid.is_some() => {
+            Err(e) if received.refid.is_some() => {
                 warn!(
-                    id, refid = envelope.refid, cmd = %envelope.cmd, data = ?envelope.data,
+                    id, refid = received.refid, cmd = %received.cmd,
                     error = %e, "unexpected response from the server; ignored"
                 );
                 return Ok(None);

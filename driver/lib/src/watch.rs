@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use chipcard_ipc::message::{Message, Ping, PingResponse, ToDriver};
+use chipcard_ipc::message::{PingResponse, ToDriver};
 use tracing::{debug, error, warn};
 
-use crate::reader::{Incoming, Reader};
+use crate::reader::{FromServer, Incoming, Reader};
 use crate::serve::STOP_TIMEOUT;
 use crate::writer::Writer;
 use crate::{EXIT_FAILURE, EXIT_OK};
@@ -171,8 +171,8 @@ fn watch(inner: &Inner, reader: &Reader, writer: &Writer) {
                 thread::sleep(SLICE);
             } else {
                 open = locked.read_for(SLICE, |item| match item {
-                    Incoming::Message(envelope) if is_ping(&envelope) => {
-                        if let Err(e) = writer.send(Some(envelope.id), &PingResponse {}) {
+                    Incoming::Message(message) if is_ping(&message) => {
+                        if let Err(e) = writer.send(Some(message.id), &PingResponse {}) {
                             warn!(error = %e, "cannot answer a ping");
                         }
                         None
@@ -205,12 +205,9 @@ fn watch(inner: &Inner, reader: &Reader, writer: &Writer) {
 /// exit code.
 fn stop_request(item: &Incoming) -> Option<u8> {
     match item {
-        Incoming::Message(envelope)
-            if envelope.refid.is_none()
-                && matches!(
-                    ToDriver::decode(&envelope.cmd, &envelope.data),
-                    Ok(ToDriver::StopDriver(_))
-                ) =>
+        Incoming::Message(message)
+            if message.refid.is_none()
+                && matches!(message.message, Ok(ToDriver::StopDriver(_))) =>
         {
             Some(EXIT_OK)
         }
@@ -222,11 +219,6 @@ fn stop_request(item: &Incoming) -> Option<u8> {
 }
 
 /// A `Ping` request (not a response, and well-formed).
-fn is_ping(envelope: &chipcard_ipc::Envelope) -> bool {
-    envelope.refid.is_none()
-        && envelope.cmd.eq_ignore_ascii_case(Ping::CMD)
-        && matches!(
-            ToDriver::decode(&envelope.cmd, &envelope.data),
-            Ok(ToDriver::Ping(_))
-        )
+fn is_ping(message: &FromServer) -> bool {
+    message.refid.is_none() && matches!(message.message, Ok(ToDriver::Ping(_)))
 }

@@ -19,8 +19,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use chipcard_ipc::message::FromDriver;
-use chipcard_ipc::{Envelope, EnvelopeCodec, IdCounter, Outgoing};
+use chipcard_ipc::message::{FromDriver, ToDriver};
+use chipcard_ipc::{Addressed, IdCounter, MessageCodec, Outgoing};
 use tokio_util::codec::Encoder;
 
 use crate::error::Error;
@@ -35,7 +35,7 @@ pub(crate) struct Writer {
 #[derive(Debug)]
 struct State {
     ids: IdCounter,
-    codec: EnvelopeCodec,
+    codec: MessageCodec<ToDriver>,
     /// Encoded messages not written yet (held back responses).
     buf: BytesMut,
     /// Since when the oldest held back message waits.
@@ -57,7 +57,7 @@ impl Writer {
             stream: stream.try_clone()?,
             state: Mutex::new(State {
                 ids: IdCounter::new(),
-                codec: EnvelopeCodec::new(),
+                codec: MessageCodec::new(),
                 buf: BytesMut::with_capacity(8 * 1024),
                 held_since: None,
                 ready: false,
@@ -157,6 +157,7 @@ impl Writer {
 fn encode(st: &mut State, refid: Option<u32>, message: &impl Outgoing) -> Result<u32, Error> {
     let id = st.ids.next_id();
     let State { codec, buf, .. } = st;
-    codec.encode(Envelope::new(id, refid, message), buf)?;
+    let message = Addressed { id, refid, message };
+    codec.encode(message, buf)?;
     Ok(id)
 }
