@@ -504,7 +504,7 @@ pub async fn through_pcscd(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let n: usize = plan.pick(2_000, 100);
     let warm = n / 20 + 5;
     let pcscd = chipcard_testlab::pcscd::Pcscd::start();
-    let _card = pcscd.insert(chipcard_emulcard::CardConfig::default());
+    let inserted = pcscd.insert(chipcard_emulcard::CardConfig::default());
     let socket = pcscd.socket.clone();
     let direct = tokio::task::spawn_blocking(move || pcsc_direct(&socket, n, warm)).await??;
 
@@ -530,9 +530,10 @@ pub async fn through_pcscd(plan: &Plan) -> anyhow::Result<Vec<Row>> {
         }
     }
     guard.release().await?;
+    let insert = pcscd_insert_latency(plan, &pcscd, inserted, &client).await?;
     let via = Samples::new(out);
     let r50 = ratio(via.pct(50.0), direct.pct(50.0));
-    Ok([50.0, 99.0]
+    let mut rows: Vec<Row> = [50.0, 99.0]
         .iter()
         .map(|&p| {
             Row::new(
@@ -549,5 +550,62 @@ pub async fn through_pcscd(plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 },
             )
         })
-        .collect())
+        .collect();
+    rows.push(Row::new(
+        "c",
+        format!(
+            "card into the vpcd reader → CardAvailable p50 / max (n={})",
+            insert.len()
+        ),
+        format!("{} / {}", ms(insert.pct(50.0)), ms(insert.pct(100.0))),
+        String::new(),
+        None,
+        "",
+        None,
+    ));
+    Ok(rows)
+}
+
+/// c: a card put into the vpcd reader → `CardAvailable` at a waiting client, through pcscd
+/// and the pcsc driver. pcscd polls a vpcd reader for a card about every 400 ms, so this is
+/// mostly that polling: the pcsc driver is told by `SCardGetStatusChange` when pcscd sees it.
+async fn pcscd_insert_latency(
+    plan: &Plan,
+    pcscd: &chipcard_testlab::pcscd::Pcscd,
+    card: chipcard_vpcd_card::RunningCard,
+    client: &Client,
+) -> anyhow::Result<Samples> {
+    // Long enough for pcscd to poll the emptied reader (and the driver to report it).
+    const SETTLE: Duration = Duration::from_millis(1_200);
+    let n: usize = plan.pick(10, 2);
+    let addr = pcscd.card_addr();
+    let remove = |card: chipcard_vpcd_card::RunningCard| async move {
+        tokio::task::spawn_blocking(move || card.remove())
+            .await?
+            .context("take the card out of the vpcd reader")?;
+        tokio::time::sleep(SETTLE).await;
+        anyhow::Ok(())
+    };
+    remove(card).await?;
+    client.start_wait(&[], &[]).await?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let card = tokio::task::spawn_blocking(move || {
+            chipcard_vpcd_card::VirtualCard::connect(
+                addr,
+                chipcard_emulcard::CardConfig::default(),
+            )?
+            .spawn()
+        })
+        .await?
+        .context("put a card into the vpcd reader")?;
+        tokio::time::timeout(Duration::from_secs(5), client.next_available_card())
+            .await
+            .context("no CardAvailable within 5 s of the insert")?
+            .context("connection closed")?;
+        samples.push(t.elapsed());
+        remove(card).await?;
+    }
+    Ok(Samples::new(samples))
 }

@@ -37,6 +37,12 @@ fn quick_mode_runs_and_prints_the_table() {
         assert!(stdout.contains(part), "no row for {part}:\n{stdout}");
     }
     assert!(stdout.contains("APDU round trip p50"), "{stdout}");
+    // Part c runs where pcscd and vpcd are installed (CI installs them), else says why not.
+    let c_ran = !stdout.contains("| c | skipped");
+    assert!(
+        !c_ran || stdout.contains("vpcd reader → CardAvailable"),
+        "part c ran without its insert row:\n{stdout}"
+    );
     let text = std::fs::read_to_string(&doc).expect("read back");
     assert!(
         text.starts_with("# Performance\n\n## Group format\n\nkept\n"),
