@@ -684,3 +684,170 @@ async fn sighup_adds_and_removes_services() {
         .outcome
         .is_ok());
 }
+
+/// Echo services (`chipcard-service-echo`, a test program of this crate) next to the
+/// emulated reader: one started on demand, two autoloaded, one of them `silent`.
+fn start_with_echo() -> Server {
+    let config = EMUL_WITH_SERVICES
+        .replace("{list}", &atr_list_fixture().display().to_string())
+        .replace("{idle}", "60000")
+        + r#"
+service {
+  type="echo"
+  name="echo"
+}
+service {
+  type="echo"
+  name="echo-loud"
+  flags="autoload"
+}
+service {
+  type="echo"
+  name="echo-silent"
+  flags="autoload"
+  flags="silent"
+}
+"#;
+    Server::start(&config)
+}
+
+/// The pid of the running process of service `id`.
+fn pid_of_service(server: &Server, id: ServiceId) -> Option<u32> {
+    let id = id.to_string();
+    children_of(server.pid())
+        .into_iter()
+        .find(|c| !c.is_zombie() && c.cmdline.iter().any(|a| *a == id))
+        .map(|c| c.pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_told_who_calls_and_which_card() {
+    let server = start_with_echo();
+    let (mut client, ready) = RawClient::ready_with_response(&server.socket).await;
+    let (card, _) = card_in(&mut client, "Emul Reader 0").await;
+    let (service, context, _) = open_ok(&mut client, "echo").await;
+    let echo = Group::new("command")
+        .with_char("name", "Echo")
+        .with_char("CardId", card.to_string());
+    let r = command(&mut client, service, context, echo).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    assert_eq!(r.name.as_deref(), Some("EchoResponse"));
+    let d = r.command.expect("command group");
+    assert_eq!(
+        d.get_char("ClientId").ok(),
+        Some(ready.client_id.to_string().as_str())
+    );
+    assert_eq!(d.get_char("AppName").ok(), Some("chipcard-tests"));
+    // The user name comes from the socket's peer credentials: this test's own user.
+    let me = nix_user_name();
+    assert_eq!(d.get_char("UserName").ok(), Some(me.as_str()));
+    assert_eq!(d.get_char("CardId").ok(), Some(card.to_string().as_str()));
+    assert_eq!(d.get_char("ReaderName").ok(), Some("Emul Reader 0"));
+    // An unknown command of the service's own is its answer, code 5, the context kept.
+    let r = command(
+        &mut client,
+        service,
+        context,
+        Group::new("command").with_char("name", "Nope"),
+    )
+    .await;
+    assert_eq!(
+        r.outcome.error,
+        Some(ErrorCode::NotSupported),
+        "{:?}",
+        r.outcome
+    );
+    assert!(close(&mut client, service, context).await.outcome.is_ok());
+}
+
+/// This process's user name, as chipcardd looks it up (the uid in decimal without a
+/// passwd entry).
+fn nix_user_name() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("run id -un");
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && !name.is_empty() {
+        return name;
+    }
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("run id -u");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_service_sends_no_notifications() {
+    let server = start_with_echo();
+    let mut client = RawClient::ready(&server.socket).await;
+    let ToClient::SetNotifyResponse(_) = client
+        .request(&SetNotify {
+            flags: vec!["service:*".into()],
+        })
+        .await
+    else {
+        panic!("SetNotify failed");
+    };
+    let (loud, loud_ctx, r) = open_ok(&mut client, "echo-loud").await;
+    assert_eq!(r.service_flags, ["autoload"]);
+    let (silent, silent_ctx, r) = open_ok(&mut client, "echo-silent").await;
+    assert_eq!(r.service_flags, ["autoload", "silent"]);
+    for id in [silent, loud] {
+        let pid = pid_of_service(&server, id).expect("the autoload service runs");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success());
+    }
+    // The loud one goes down and comes back; every notification names it, none the silent one.
+    let mut seen = Vec::new();
+    while let Some(n) = next_notification(&mut client, Duration::from_secs(2)).await {
+        assert_eq!(n.ntype, "service", "{n:?}");
+        seen.push((
+            n.ncode.clone(),
+            n.data
+                .get_char("serviceName")
+                .unwrap_or_default()
+                .to_owned(),
+        ));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    let loud_name = "echo-loud".to_owned();
+    assert_eq!(
+        seen,
+        [
+            ("down".to_owned(), loud_name.clone()),
+            ("up".to_owned(), loud_name)
+        ]
+    );
+    assert!(
+        next_notification(&mut client, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a notification after the loud service's restart"
+    );
+    // Both were restarted all the same: their old contexts are lost, new ones work.
+    for (name, id, old) in [
+        ("echo-loud", loud, loud_ctx),
+        ("echo-silent", silent, silent_ctx),
+    ] {
+        let echo = Group::new("command").with_char("name", "Echo");
+        let r = command(&mut client, id, old, echo.clone()).await;
+        assert_eq!(
+            r.outcome.error,
+            Some(ErrorCode::DriverError),
+            "{name}: {:?}",
+            r.outcome
+        );
+        let (_, fresh, _) = open_ok(&mut client, name).await;
+        assert!(
+            command(&mut client, id, fresh, echo).await.outcome.is_ok(),
+            "{name}"
+        );
+    }
+}
