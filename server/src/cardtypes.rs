@@ -381,6 +381,86 @@ mod tests {
         assert_eq!(registry.definitions().len(), EMBEDDED.len());
     }
 
+    /// libchipcard's definitions (Debian's `libchipcard-data`), read the simple way: comments
+    /// dropped, then the `<card>` tag's attributes and every `<atr>` element.
+    fn libchipcard_cards(xml: &str) -> Vec<(String, Option<String>, CardType, Vec<AtrPattern>)> {
+        let mut text = String::new();
+        let mut rest = xml;
+        while let Some(start) = rest.find("<!--") {
+            text.push_str(&rest[..start]);
+            rest = rest[start..]
+                .find("-->")
+                .map_or("", |end| &rest[start + end + 3..]);
+        }
+        text.push_str(rest);
+        let attr = |tag: &str, name: &str| {
+            let key = format!("{name}=\"");
+            tag.find(&key).map(|i| {
+                let value = &tag[i + key.len()..];
+                value[..value.find('"').unwrap_or(value.len())].to_owned()
+            })
+        };
+        let mut cards = Vec::new();
+        for part in text.split("<card ").skip(1) {
+            let tag = &part[..part.find('>').unwrap_or(part.len())];
+            let card_type = match attr(tag, "type").as_deref() {
+                Some("processor") => CardType::Processor,
+                Some("memory") => CardType::Memory,
+                _ => CardType::Unknown,
+            };
+            let atrs = part
+                .split("<atr>")
+                .skip(1)
+                .map(|a| &a[..a.find("</atr>").unwrap_or(a.len())])
+                .map(|a| AtrPattern::parse(a).unwrap_or_else(|e| panic!("{a:?}: {e}")))
+                .collect();
+            cards.push((
+                attr(tag, "name").expect("a card has a name"),
+                attr(tag, "extends"),
+                card_type,
+                atrs,
+            ));
+        }
+        cards
+    }
+
+    /// Every card type of libchipcard's data is shipped, with the same base, type and ATR
+    /// patterns, in the same order.
+    #[test]
+    fn embedded_definitions_are_libchipcards() {
+        let dir = Path::new("/usr/share/chipcard/cards");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            eprintln!(
+                "skipped: {} not installed (Debian package libchipcard-data)",
+                dir.display()
+            );
+            return;
+        };
+        let registry = CardTypeRegistry::embedded();
+        let mut compared = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "xml") {
+                continue;
+            }
+            let xml = std::fs::read_to_string(&path).expect("read a card definition");
+            for (name, extends, card_type, atrs) in libchipcard_cards(&xml) {
+                let ours = registry
+                    .find(&name)
+                    .unwrap_or_else(|| panic!("{}: card type {name} not shipped", path.display()));
+                assert_eq!(ours.extends, extends, "{name}: extends");
+                assert_eq!(ours.card_type, card_type, "{name}: type");
+                assert_eq!(ours.atrs, atrs, "{name}: ATR patterns");
+                compared += 1;
+            }
+        }
+        assert!(
+            compared >= 10,
+            "only {compared} card types in {}",
+            dir.display()
+        );
+    }
+
     #[test]
     fn ddv0_atr_lists_matches_and_ancestors() {
         let registry = CardTypeRegistry::embedded();
