@@ -60,6 +60,7 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<BoundSocket> 
             .mode(0o755)
             .create(parent)
             .map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+        check_directory(parent).map_err(fail)?;
     }
     remove_stale(path).map_err(fail)?;
     let gid = match group {
@@ -72,7 +73,13 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<BoundSocket> 
                 .as_raw(),
         ),
     };
-    let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
+    // Created owner-only (the umask is the process's, restored at once; nothing else
+    // creates files while the socket is set up), then given its group and mode: nobody
+    // else can connect in between.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(umask);
+    let listener = listener.map_err(|e| fail(format!("cannot bind: {e}")))?;
     let bound = BoundSocket {
         listener,
         path: path.to_owned(),
@@ -90,6 +97,31 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<BoundSocket> 
         .map_err(|e| fail(format!("cannot set mode {mode:04o}: {e}")))?;
     info!(path = %path.display(), mode = format!("{mode:04o}"), "listening");
     Ok(bound)
+}
+
+/// Refuses a socket directory that others could use to replace the socket: one owned by
+/// someone other than this user or root, or one writable by everyone without the sticky bit.
+fn check_directory(dir: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(format!(
+            "{} belongs to uid {}, not to this user ({euid}) or root",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(format!(
+            "{} is writable by everyone (mode {:04o}) without the sticky bit",
+            dir.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Serves on a listening socket passed by the service manager (socket activation). Its
@@ -141,6 +173,19 @@ fn remove_stale(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_directory_anyone_may_write_is_refused_unless_sticky() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = bind(&open.join("s.sock"), 0o600, None).expect_err("world-writable");
+        assert!(e.to_string().contains("writable by everyone"), "{e}");
+        assert!(!open.join("s.sock").exists());
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let _bound = bind(&open.join("s.sock"), 0o600, None).expect("sticky, like /tmp");
+    }
 
     #[tokio::test]
     async fn stale_sockets_are_replaced_live_ones_refused() {
