@@ -3,22 +3,32 @@
 //! libgwenhywfar's pretty-form quirks applies (a group name holding a line feed is written raw
 //! in the closing comment; a variable with mixed value types is written with the first type).
 //!
-//! And the view reads what the document model reads, errors included; and typed messages
-//! read through it (`Received`) are what the envelope path reads, errors included.
+//! And the view reads what the document model reads, errors included; typed messages read
+//! through it (`Received`, as `MessageCodec` reads them) are what the envelope path reads,
+//! errors included; and a message read is written straight from its fields (`Addressed`, as
+//! `MessageCodec` writes) byte for byte as through the document model (`Envelope::new`).
 #![no_main]
 
-use chipcard_ipc::message::{FromClient, FromDriver, MessageSet, ToClient, ToDriver};
+use chipcard_ipc::message::{FromClient, FromDriver, MessageSet, Outgoing, ToClient, ToDriver};
 use chipcard_ipc::parse::{parse_view_bytes, parse_with};
-use chipcard_ipc::{parse_bytes, write_compact, write_pretty, Envelope, Error, Group, Limits, Received};
+use chipcard_ipc::{
+    parse_bytes, write_compact, write_pretty, Addressed, Envelope, Error, Group, Limits, Received,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// `Received::<M>` of `body` and the envelope path, as text to compare.
-fn typed<M: MessageSet + std::fmt::Debug>(
+fn typed<M: MessageSet + Outgoing + std::fmt::Debug>(
     body: &[u8],
     decode: fn(&str, &Group) -> Result<M, Error>,
 ) -> (String, String) {
     let received = match Received::<M>::decode(body) {
-        Ok(r) => format!("{} {:?} {:?}", r.id, r.refid, r.message),
+        Ok(r) => {
+            let mut direct = Vec::new();
+            Addressed { id: r.id, refid: r.refid, message: &r.message }.encode_into(&mut direct);
+            let through_model = Envelope::new(r.id, r.refid, &r.message).encode();
+            assert_eq!(direct, through_model.to_vec(), "typed write");
+            format!("{} {:?} {:?}", r.id, r.refid, r.message)
+        }
         Err(e) => format!("error {e}"),
     };
     let envelope = match Envelope::decode(body).and_then(|e| Ok((e.id, e.refid, decode(&e.cmd, &e.data)?))) {

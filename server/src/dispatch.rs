@@ -20,7 +20,7 @@ use chipcard_ipc::message::{
     ReleaseCardResponse, ResetCard, SetNotifyResponse, StartWaitResponse, StopWaitResponse,
     TakeCard, TakeCardResponse,
 };
-use chipcard_ipc::{CardId, ClientId, Envelope, ErrorCode, Incoming, Message, Outcome, Outgoing};
+use chipcard_ipc::{CardId, ClientId, ErrorCode, Incoming, Message, Outcome, Outgoing};
 use tracing::{debug, info, Instrument};
 
 use crate::driver::CallError;
@@ -36,19 +36,6 @@ pub const DEFAULT_TAKE_TIMEOUT_MS: i32 = 10_000;
 
 /// The server's `System`.
 const SYSTEM: &str = "Linux";
-
-/// Handles a request from `client` read as an [`Envelope`], as [`handle_request`] does
-/// (for [`crate::harness`], which reads the document model).
-pub fn handle(shared: &Arc<Shared>, client: ClientId, env: Envelope, reply: Reply) {
-    let message = FromClient::decode(&env.cmd, &env.data);
-    let request = Incoming {
-        id: env.id,
-        refid: env.refid,
-        cmd: env.cmd.into(),
-        message,
-    };
-    handle_request(shared, client, request, reply);
-}
 
 /// Handles one request from `client`; the answer goes into `reply`, now or later.
 pub fn handle_request(

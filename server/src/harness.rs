@@ -1,14 +1,16 @@
 //! The client-facing path without a socket, for fuzzing and robustness tests: bytes are
-//! framed and decoded as the client reader loop does, checked for id order, and handed to
-//! [`crate::dispatch::handle`] with a registry that has no drivers. Nothing may panic and
-//! every request must be answered.
+//! framed and decoded with the client connection's codec ([`MessageCodec`] of
+//! [`FromClient`]), checked for id order, and handed to [`crate::dispatch::handle_request`]
+//! with a registry that has no drivers; every answer is encoded as the connection's writer
+//! encodes it. Nothing may panic and every request must be answered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chipcard_ipc::{EnvelopeCodec, IdOrder};
-use tokio_util::codec::Decoder;
+use chipcard_ipc::message::FromClient;
+use chipcard_ipc::{Addressed, IdCounter, IdOrder, MessageCodec};
+use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::cardtypes::CardTypeRegistry;
@@ -16,8 +18,8 @@ use crate::outbox::Outbox;
 use crate::registry::CardRegistry;
 use crate::server::{Settings, Shared};
 
-/// Feeds `data` (as the bytes a client sent, split at `split`) through framing, envelope
-/// decoding and dispatch; returns how many messages the client was sent.
+/// Feeds `data` (as the bytes a client sent, split at `split`) through framing, decoding and
+/// dispatch; returns how many messages the client was sent (each encoded into a frame).
 /// Must run inside a tokio runtime with time enabled.
 pub async fn dispatch_bytes(data: &[u8], split: usize) -> usize {
     let settings = Settings {
@@ -38,40 +40,54 @@ pub async fn dispatch_bytes(data: &[u8], split: usize) -> usize {
     ));
     let (outbox, mut rx) = Outbox::new(CancellationToken::new());
     let client = shared.lock().add_client(outbox.clone(), None);
-    let mut codec = EnvelopeCodec::new();
+    let mut codec = MessageCodec::<FromClient>::new();
     let mut order = IdOrder::new();
     let mut buf = BytesMut::new();
+    let mut encoder = MessageCodec::<FromClient>::new();
+    let mut ids = IdCounter::new();
+    let mut out = BytesMut::new();
     let mut sent = 0;
+    // As the connection's writer: numbered, encoded into the frame buffer.
+    let mut write = |out_msg: crate::outbox::Outbound| {
+        let message = Addressed {
+            id: ids.next_id(),
+            refid: out_msg.refid,
+            message: &*out_msg.msg,
+        };
+        let encoded = encoder.encode(message, &mut out).is_ok();
+        out.clear();
+        encoded
+    };
     let split = split.min(data.len());
     'pieces: for piece in [&data[..split], &data[split..]] {
         buf.extend_from_slice(piece);
         loop {
-            let env = match codec.decode(&mut buf) {
-                Ok(Some(Ok(env))) => env,
+            let request = match codec.decode(&mut buf) {
+                Ok(Some(Ok(request))) => request,
                 Ok(Some(Err(_))) => continue,
                 Ok(None) => break,
                 Err(_) => break 'pieces,
             };
-            if order.check(env.id).is_err() {
+            if order.check(request.id).is_err() {
                 continue;
             }
             let Some(reply) = outbox
-                .reserve(env.id, None, Duration::from_millis(50))
+                .reserve(request.id, None, Duration::from_millis(50))
                 .await
             else {
                 break 'pieces;
             };
-            crate::dispatch::handle(&shared, client, env, reply);
-            while rx.try_recv().is_ok() {
-                sent += 1;
+            crate::dispatch::handle_request(&shared, client, request, reply);
+            while let Ok(msg) = rx.try_recv() {
+                sent += usize::from(write(msg));
             }
         }
     }
     // Requests that wait (TakeCard) end by their timeouts or with the client.
     let _ = shared.lock().remove_client(client);
     shared.shutdown.cancel();
-    while rx.try_recv().is_ok() {
-        sent += 1;
+    while let Ok(msg) = rx.try_recv() {
+        sent += usize::from(write(msg));
     }
     sent
 }
@@ -80,8 +96,7 @@ pub async fn dispatch_bytes(data: &[u8], split: usize) -> usize {
 mod tests {
     use super::*;
     use chipcard_ipc::message::{ClientReady, ListReaders, TakeCard};
-    use chipcard_ipc::{CardId, Envelope};
-    use tokio_util::codec::Encoder;
+    use chipcard_ipc::{CardId, Envelope, EnvelopeCodec};
 
     fn frames(messages: &[Envelope]) -> Vec<u8> {
         let mut codec = EnvelopeCodec::new();
