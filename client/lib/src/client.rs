@@ -29,8 +29,9 @@ pub const DEFAULT_PUSH_CAPACITY: usize = 64;
 pub const DEFAULT_TAKE_TIMEOUT: Duration = Duration::from_millis(10_000);
 
 /// The socket path a client uses: `explicit` if given, else `$CHIPCARD_SOCKET` if set and
-/// not empty, else [`chipcard_ipc::paths::default_socket_path`] for this process's
-/// effective user id and `$XDG_RUNTIME_DIR`.
+/// not empty, else [`chipcard_ipc::paths::client_socket_path`] for this process's effective
+/// user id and `$XDG_RUNTIME_DIR`: the user's own server when one listens there, else the
+/// system server (`/run/chipcard/chipcardd.sock`).
 pub fn resolve_socket_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(path) = explicit {
         return path.to_owned();
@@ -41,9 +42,10 @@ pub fn resolve_socket_path(explicit: Option<&Path>) -> PathBuf {
         }
     }
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-    chipcard_ipc::paths::default_socket_path(
+    chipcard_ipc::paths::client_socket_path(
         nix::unistd::geteuid().as_raw(),
         runtime_dir.as_deref(),
+        Path::exists,
     )
 }
 
