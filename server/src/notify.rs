@@ -106,7 +106,11 @@ impl NotifyPatterns {
                 }
                 Some(ncode.to_ascii_lowercase())
             };
-            patterns.push(Pattern { kind, code });
+            // Repeats are dropped: the patterns a client keeps are few, whatever it sends.
+            let pattern = Pattern { kind, code };
+            if !patterns.contains(&pattern) {
+                patterns.push(pattern);
+            }
         }
         Ok(NotifyPatterns { patterns })
     }
@@ -143,6 +147,14 @@ mod tests {
         assert!(all.wants(Kind::Client, "up"));
         let none = NotifyPatterns::parse::<&str>(&[]).expect("valid");
         assert!(!none.wants(Kind::Card, "inserted"));
+    }
+
+    #[test]
+    fn repeated_patterns_are_kept_once() {
+        let flags = vec!["card:inserted"; 10_000];
+        let p = NotifyPatterns::parse(&flags).expect("valid");
+        assert_eq!(p.patterns.len(), 1);
+        assert!(p.wants(Kind::Card, "inserted"));
     }
 
     #[test]

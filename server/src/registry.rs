@@ -26,6 +26,9 @@ use crate::outbox::Outbox;
 use crate::services::{Availability, ServiceTable};
 use crate::wait::WaitFilter;
 
+/// The most readers one driver may have; further `ReaderAdd`s are ignored with a warning.
+pub const MAX_READERS_PER_DRIVER: usize = 256;
+
 /// A request that cannot be done: the code and text the client is answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -487,6 +490,18 @@ impl CardRegistry {
             .iter()
             .find(|(_, r)| r.driver_id == driver_id && r.name == reader.name)
             .map(|(id, _)| *id);
+        if known.is_none()
+            && self
+                .readers
+                .values()
+                .filter(|r| r.driver_id == driver_id)
+                .count()
+                >= MAX_READERS_PER_DRIVER
+        {
+            warn!(driver = %driver_id, name = %reader.name, limit = MAX_READERS_PER_DRIVER,
+                "too many readers from one driver; this one is ignored");
+            return;
+        }
         let id = known.unwrap_or_else(|| ReaderId(self.reader_ids.next()));
         info!(driver = %driver_id, reader = %id, name = %reader.name, "reader up");
         self.readers.insert(
@@ -1028,6 +1043,25 @@ mod tests {
             vec![reader(0, "keypad", &["KEYPAD"]), reader(1, "plain", &[])],
         );
         (reg, d)
+    }
+
+    #[test]
+    fn a_driver_gets_at_most_max_readers() {
+        let (mut reg, d) = setup();
+        for local in 2..MAX_READERS_PER_DRIVER as u32 + 10 {
+            reg.reader_add(d, reader(local, &format!("r{local}"), &[]));
+        }
+        let (client, _rx) = ready_client(&mut reg);
+        assert_eq!(
+            reg.list_readers(client).readers.len(),
+            MAX_READERS_PER_DRIVER
+        );
+        // A reader it already has may come back (same name, same id) at the limit.
+        reg.reader_add(d, reader(0, "keypad", &["KEYPAD"]));
+        assert_eq!(
+            reg.list_readers(client).readers.len(),
+            MAX_READERS_PER_DRIVER
+        );
     }
 
     #[test]

@@ -167,6 +167,9 @@ struct PreparedOpen {
     identity: ClientIdentity,
 }
 
+/// The most service contexts one client may hold open (or opening) at once.
+pub const MAX_CONTEXTS_PER_CLIENT: usize = 64;
+
 fn prepare_open(
     reg: &mut CardRegistry,
     client: ClientId,
@@ -188,6 +191,14 @@ fn prepare_open(
     }
     let demand = entry.demand.clone();
     let watch = entry.watch();
+    if reg.services().contexts_of(client) >= MAX_CONTEXTS_PER_CLIENT {
+        return Err(Failure::new(
+            ErrorCode::Generic,
+            format!(
+                "too many open service contexts (at most {MAX_CONTEXTS_PER_CLIENT} per client)"
+            ),
+        ));
+    }
     let context = reg.services_mut().open_context(service, client);
     Ok(PreparedOpen {
         service,

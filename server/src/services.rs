@@ -213,6 +213,14 @@ impl ServiceTable {
                 .is_some_and(|s| s.last_active.elapsed() >= limit)
     }
 
+    /// How many contexts (opening or open) `client` has.
+    pub fn contexts_of(&self, client: ClientId) -> usize {
+        self.contexts
+            .values()
+            .filter(|c| c.client == client)
+            .count()
+    }
+
     /// A new context of `client` with `service`, opening.
     pub fn open_context(&mut self, service: ServiceId, client: ClientId) -> ContextId {
         self.context_ids = self.context_ids.saturating_add(1);

@@ -216,3 +216,58 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     );
     other.first_card().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_contexts_per_client_are_limited() {
+    use chipcard_ipc::message::{ServiceClose, ServiceOpen};
+    use chipcard_tests::configs::{atr_list_fixture, EMUL_WITH_SERVICES};
+    let config = EMUL_WITH_SERVICES
+        .replace("{list}", &atr_list_fixture().display().to_string())
+        .replace("{idle}", "60000");
+    let server = Server::start(&config);
+    let mut client = RawClient::ready(&server.socket).await;
+    let open = ServiceOpen {
+        service_id: None,
+        service_name: Some("cardinfo".into()),
+        command: None,
+    };
+    let mut opened = Vec::new();
+    // 64 (the limit, `MAX_CONTEXTS_PER_CLIENT`) open; the next is refused with code 1.
+    let refused = loop {
+        match client.request(&open).await {
+            ToClient::ServiceOpenResponse(r) if r.outcome.is_ok() => {
+                opened.push((r.service_id.expect("id"), r.context_id.expect("context")));
+                assert!(opened.len() <= 64, "more than 64 contexts opened");
+            }
+            ToClient::ServiceOpenResponse(r) => break r,
+            other => panic!("ServiceOpen answered {other:?}"),
+        }
+    };
+    assert_eq!(opened.len(), 64);
+    assert_eq!(
+        refused.outcome.error,
+        Some(ErrorCode::Generic),
+        "{:?}",
+        refused.outcome
+    );
+    assert!(
+        refused.outcome.text.contains("too many"),
+        "{}",
+        refused.outcome.text
+    );
+    // Another client is not affected, and closing one makes room again.
+    let mut other = RawClient::ready(&server.socket).await;
+    assert!(matches!(
+        other.request(&open).await,
+        ToClient::ServiceOpenResponse(r) if r.outcome.is_ok()
+    ));
+    let (service_id, context_id) = opened[0];
+    assert!(matches!(
+        client.request(&ServiceClose { service_id, context_id }).await,
+        ToClient::ServiceCloseResponse(r) if r.outcome.is_ok()
+    ));
+    assert!(matches!(
+        client.request(&open).await,
+        ToClient::ServiceOpenResponse(r) if r.outcome.is_ok()
+    ));
+}
