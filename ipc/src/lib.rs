@@ -18,6 +18,7 @@ pub mod field;
 pub mod ids;
 #[cfg(feature = "json")]
 pub mod json;
+pub mod locate;
 pub mod message;
 pub mod model;
 pub mod parse;

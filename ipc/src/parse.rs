@@ -212,7 +212,7 @@ fn utf8_text<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, ParseError
 }
 
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
-fn position_of(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn position_of(text: &str, offset: usize) -> (usize, usize) {
     let mut end = offset.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -192,10 +192,22 @@ impl ConfigError {
         self
     }
 
-    /// The error as the crate's error, for the file `path`.
-    pub fn in_file(self, path: &Path) -> Error {
+    /// The error as the crate's error, for the file `path` whose text is `text`: with the
+    /// line and column of the key, or else of the nearest group on its path that exists.
+    pub fn in_file(self, path: &Path, text: &str) -> Error {
+        let mut key = self.key.as_str();
+        let position = loop {
+            if let Some(found) = chipcard_ipc::locate::position(text, key) {
+                break Some(found);
+            }
+            match key.rsplit_once('/') {
+                Some((parent, _)) => key = parent,
+                None => break None,
+            }
+        };
         Error::Config {
             path: path.to_owned(),
+            position,
             key: self.key,
             message: self.message,
         }
@@ -238,7 +250,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::from_group(&doc).map_err(|e| e.in_file(path))
+        Config::from_group(&doc).map_err(|e| e.in_file(path, text))
     }
 
     /// Reads a configuration file.
@@ -529,7 +541,21 @@ mod tests {
         assert!(e.to_string().starts_with("c.conf:2:"), "{e}");
         let e = Config::from_text("server {\n  sockte=\"/x\"\n}\n", Path::new("c.conf"))
             .expect_err("unknown key");
-        assert_eq!(e.to_string(), "c.conf: server/sockte: unknown key");
+        assert_eq!(e.to_string(), "c.conf:2:3: server/sockte: unknown key");
+    }
+
+    #[test]
+    fn value_errors_carry_file_line_and_column_too() {
+        let text = "server {\n  socketMode=\"abc\"\n}\n";
+        let e = Config::from_text(text, Path::new("c.conf")).expect_err("bad mode");
+        assert_eq!(
+            e.to_string(),
+            "c.conf:2:3: server/socketMode: not an octal mode: 'abc'"
+        );
+        // A missing key: where the group that lacks it begins.
+        let text = "driver {\n  type=\"emul\"\n  name=\"a\"\n}\n\ndriver {\n  name=\"b\"\n}\n";
+        let e = Config::from_text(text, Path::new("c.conf")).expect_err("no type");
+        assert_eq!(e.to_string(), "c.conf:6:1: driver[1]/type: missing");
     }
 
     #[test]

@@ -25,11 +25,14 @@ pub enum Error {
         #[source]
         source: ParseError,
     },
-    /// A configuration value is missing or wrong; `key` names it (`server/socketMode`).
-    #[error("{path}: {key}: {message}")]
+    /// A configuration value is missing or wrong; `key` names it (`server/socketMode`), and
+    /// `position` says where it stands (or the group that lacks it), when it can be found.
+    #[error("{}{}: {key}: {message}", path.display(), at(position))]
     Config {
         /// The file (or `<embedded default>`).
         path: PathBuf,
+        /// The 1-based line and column of the key.
+        position: Option<(usize, usize)>,
         /// The key, as a path from the top of the file.
         key: String,
         /// What is wrong with it.
@@ -83,3 +86,8 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `:LINE:COL` for a known position, nothing otherwise.
+fn at(position: &Option<(usize, usize)>) -> String {
+    position.map_or_else(String::new, |(line, column)| format!(":{line}:{column}"))
+}
