@@ -14,11 +14,12 @@ use crate::parse::{parse_view, Limits};
 /// path leads nowhere.
 ///
 /// ```
-/// let text = "server {\n  socketMode=\"abc\"\n}\ndriver {}\ndriver {\n  type=\"x\"\n}\n";
-/// assert_eq!(chipcard_ipc::locate::position(text, "server/socketMode"), Some((2, 3)));
-/// assert_eq!(chipcard_ipc::locate::position(text, "driver[1]/type"), Some((6, 3)));
-/// assert_eq!(chipcard_ipc::locate::position(text, "driver[1]"), Some((5, 1)));
-/// assert_eq!(chipcard_ipc::locate::position(text, "driver[2]"), None);
+/// use chipcard_ipc::locate::position;
+/// let text = "server {\n  socketMode=\"abc\"\n}\ndriver {\n}\ndriver {\n  type=\"x\"\n}\n";
+/// assert_eq!(position(text, "server/socketMode"), Some((2, 3)));
+/// assert_eq!(position(text, "driver[1]/type"), Some((7, 3)));
+/// assert_eq!(position(text, "driver[1]"), Some((6, 1)));
+/// assert_eq!(position(text, "driver[2]"), None);
 /// ```
 pub fn position(text: &str, key: &str) -> Option<(usize, usize)> {
     let doc = parse_view(text, &Limits::default()).ok()?;
