@@ -11,7 +11,7 @@
 //! processes can only make a batch slower.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chipcard_ipc::write_compact;
 
@@ -25,40 +25,11 @@ use crate::report::Row;
 // chipcard-ipc` would need the feature named, and the library would carry bench code.)
 #[path = "../../ipc/benches/content/mod.rs"]
 mod content;
+// How group_format_min measures, likewise.
+#[path = "../../ipc/benches/fastest/mod.rs"]
+mod fastest;
 
-/// How a measurement is batched.
-struct Batches {
-    /// A batch runs at least this long.
-    min_len: Duration,
-    /// How many batches; the fastest counts.
-    count: usize,
-}
-
-impl Batches {
-    /// The fastest time per call of `f`, in ns.
-    fn min_ns(&self, mut f: impl FnMut()) -> f64 {
-        let mut iters = 1u32;
-        loop {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            if t.elapsed() >= self.min_len || iters >= 1 << 24 {
-                break;
-            }
-            iters *= 2;
-        }
-        (0..self.count)
-            .map(|_| {
-                let t = Instant::now();
-                for _ in 0..iters {
-                    f();
-                }
-                t.elapsed().as_nanos() as f64 / f64::from(iters)
-            })
-            .fold(f64::MAX, f64::min)
-    }
-}
+use fastest::Batches;
 
 /// a: per message and direction, group format and serde_json in ns per operation, and the
 /// ratio serde_json / group format (≥ 1.0: the group format is at least as fast).
