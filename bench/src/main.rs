@@ -1,10 +1,12 @@
 //! chipcard-bench: end-to-end benchmarks of chipcard, each against a reference measured in
 //! the same run (see docs/performance.md, "End to end", and `scripts/bench`).
 //!
-//! Without a subcommand it runs the suite and prints a markdown table. The subcommands
+//! Without a subcommand it runs the suite and prints a markdown table (with `--write FILE`,
+//! also into FILE's "End to end" section). The subcommands
 //! `relay` and `echo-driver` are the floor's processes (this program re-executed).
 
 mod floor;
+mod formats;
 mod parts;
 mod report;
 mod server;
@@ -28,17 +30,18 @@ struct Cli {
     /// Small counts for CI: seconds, targets not judged.
     #[arg(long)]
     quick: bool,
-    /// Replace the "## End to end" section of this markdown file (and write
-    /// performance-latency.svg beside it).
+    /// Replace the "## End to end" section of this markdown file, and write the plots
+    /// beside it: performance-latency.svg (part b) and performance-latency-pcscd.svg (part c).
+    /// `scripts/bench --write docs/performance.md` is the run that writes the docs.
     #[arg(long, value_name = "FILE")]
     write: Option<PathBuf>,
     /// Where chipcardd and the chipcard-driver-* programs are [default: this program's
     /// directory].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
-    /// The parts to run, comma-separated (b round trip, c pcscd, d throughput and memory,
-    /// e insert, f start-up).
-    #[arg(long, value_delimiter = ',', default_value = "b,c,d,e,f")]
+    /// The parts to run, comma-separated (a group format vs serde_json, b round trip,
+    /// c pcscd, d throughput and memory, e insert, f start-up).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
     parts: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -136,9 +139,12 @@ fn try_main() -> anyhow::Result<ExitCode> {
             .context("this program's directory")?
             .to_path_buf(),
     };
+    let run = |p: &str| cli.parts.iter().any(|x| x == p);
+    // Part a runs in this process; the others start chipcardd and its drivers.
+    let needs_server = cli.parts.iter().any(|p| p != "a");
     for program in ["chipcardd", "chipcard-driver-emul"] {
         anyhow::ensure!(
-            bin_dir.join(program).is_file(),
+            !needs_server || bin_dir.join(program).is_file(),
             "{} not found in {} (build with `cargo build --release --workspace --bins`, or \
              pass --bin-dir)",
             program,
@@ -150,10 +156,16 @@ fn try_main() -> anyhow::Result<ExitCode> {
         quick: cli.quick,
         bin_dir,
     };
-    let run = |p: &str| cli.parts.iter().any(|x| x == p);
     let mut rows = Vec::new();
     let mut failed = false;
     let mut plot = None;
+    let mut pcscd_plot = None;
+
+    if run("a") {
+        // First, before any server runs: the fastest batches of a quiet process.
+        eprintln!("a: group format vs serde_json");
+        rows.extend(formats::group_format_vs_json(&plan));
+    }
 
     if run("b") || run("d") {
         let n_cards = 512;
@@ -216,30 +228,33 @@ fn try_main() -> anyhow::Result<ExitCode> {
     }
     if run("c") {
         eprintln!("c: through pcscd");
-        collect(
-            &mut rows,
-            &mut failed,
-            "c",
-            &single,
-            parts::through_pcscd(&plan),
-        );
+        match single.block_on(parts::through_pcscd(&plan)) {
+            Ok(c) => {
+                rows.extend(c.rows);
+                pcscd_plot = c.samples;
+            }
+            Err(e) => fail(&mut rows, &mut failed, "c", e),
+        }
     }
-    rows.push(Row::skipped(
-        "a",
-        "group format vs serde_json: `cargo bench -p chipcard-ipc` (criterion)".to_owned(),
-    ));
 
-    let svg_name = "performance-latency.svg";
     if let Some(file) = &cli.write {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let mut plots = Vec::new();
         if let Some((cc, fl)) = &plot {
             let svg = report::cdf_svg(&[
                 ("chipcardd", "#c0392b", cc),
                 ("floor (relay)", "#2471a3", fl),
             ]);
-            let path = file.parent().unwrap_or(Path::new(".")).join(svg_name);
-            std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+            plots.push(write_plot(dir, report::PLOT_B, &svg)?);
         }
-        let section = report::section(&rows, plan.quick, plot.as_ref().map(|_| svg_name));
+        if let Some((via, direct)) = &pcscd_plot {
+            let svg = report::cdf_svg(&[
+                ("chipcardd + pcsc driver", "#c0392b", via),
+                ("pcsc crate direct", "#2471a3", direct),
+            ]);
+            plots.push(write_plot(dir, report::PLOT_C, &svg)?);
+        }
+        let section = report::section(&rows, plan.quick, &plots);
         report::write_section(file, &section)?;
     }
     println!("{}", report::table(&rows));
@@ -248,6 +263,13 @@ fn try_main() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Writes the plot `name` into `dir`; returns `name`.
+fn write_plot<'a>(dir: &Path, name: &'a str, svg: &str) -> anyhow::Result<&'a str> {
+    let path = dir.join(name);
+    std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+    Ok(name)
 }
 
 /// Runs a part on `rt`, adding its rows or its failure.

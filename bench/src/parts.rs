@@ -37,7 +37,8 @@ impl Plan {
         }
     }
 
-    fn met(&self, ok: bool) -> Option<bool> {
+    /// Whether a target was met, `None` in the quick mode (targets not judged).
+    pub fn met(&self, ok: bool) -> Option<bool> {
         (!self.quick).then_some(ok)
     }
 }
@@ -465,48 +466,73 @@ pub fn pcsc_missing() -> Option<String> {
     None
 }
 
-/// c (direct half): the pcsc crate on the card in [`chipcard_testlab::pcscd::READER_0`], on a thread of its own.
-fn pcsc_direct(socket: &Path, n: usize, warm: usize) -> anyhow::Result<Samples> {
-    use chipcard_testlab::pcscd::READER_0;
-    // libpcsclite reads this once, at the first call; nothing else in this process uses it.
-    std::env::set_var("PCSCLITE_CSOCK_NAME", socket);
-    let ctx = pcsc::Context::establish(pcsc::Scope::User)?;
-    let reader = std::ffi::CString::new(READER_0)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let card = loop {
-        match ctx.connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e).context("connect to the card"),
-        }
-    };
-    let mut buf = [0u8; 258];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..warm + n {
-        let t = Instant::now();
-        let r = card.transmit(&SELECT_MF, &mut buf)?;
-        let d = t.elapsed();
-        anyhow::ensure!(r == [0x90, 0x00], "SELECT answered {r:02X?}");
-        if i >= warm {
+/// c (direct half): the pcsc crate connected (shared) to the card in
+/// [`chipcard_testlab::pcscd::READER_0`].
+struct PcscDirect {
+    card: pcsc::Card,
+    // Declared after `card`: the card is disconnected before its context is released.
+    _ctx: pcsc::Context,
+}
+
+impl PcscDirect {
+    /// Connects to the card behind the pcscd at `socket` (blocking).
+    fn connect(socket: &Path) -> anyhow::Result<PcscDirect> {
+        use chipcard_testlab::pcscd::READER_0;
+        // libpcsclite reads this once, at the first call; nothing else in this process uses it.
+        std::env::set_var("PCSCLITE_CSOCK_NAME", socket);
+        let ctx = pcsc::Context::establish(pcsc::Scope::User)?;
+        let reader = std::ffi::CString::new(READER_0)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let card = loop {
+            match ctx.connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
+                Ok(c) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e).context("connect to the card"),
+            }
+        };
+        Ok(PcscDirect { card, _ctx: ctx })
+    }
+
+    /// `count` SELECT round trips (blocking).
+    fn batch(&self, count: usize) -> anyhow::Result<Vec<Duration>> {
+        let mut buf = [0u8; 258];
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            let r = self.card.transmit(&SELECT_MF, &mut buf)?;
+            let d = t.elapsed();
+            anyhow::ensure!(r == [0x90, 0x00], "SELECT answered {r:02X?}");
             out.push(d);
         }
+        Ok(out)
     }
-    let _ = card.disconnect(pcsc::Disposition::LeaveCard);
-    Ok(Samples::new(out))
+}
+
+/// Part c's result: rows and, when it ran, the two sample sets for the plot.
+pub struct ThroughPcscd {
+    /// The table rows.
+    pub rows: Vec<Row>,
+    /// Through chipcardd and the pcsc driver, and the pcsc crate direct.
+    pub samples: Option<(Samples, Samples)>,
 }
 
 /// c: through chipcardd and the pcsc driver to a virtual card behind an isolated pcscd,
-/// against the pcsc crate on the same card.
-pub async fn through_pcscd(plan: &Plan) -> anyhow::Result<Vec<Row>> {
+/// against the pcsc crate on the same card. Both are connected to the card at once (the
+/// driver connects shared, as does the direct side) and measured in alternating batches, as
+/// part b is, so that drift in the machine's load hits both alike.
+pub async fn through_pcscd(plan: &Plan) -> anyhow::Result<ThroughPcscd> {
     if let Some(why) = pcsc_missing() {
-        return Ok(vec![Row::skipped("c", format!("skipped: {why}"))]);
+        return Ok(ThroughPcscd {
+            rows: vec![Row::skipped("c", format!("skipped: {why}"))],
+            samples: None,
+        });
     }
-    let n: usize = plan.pick(2_000, 100);
-    let warm = n / 20 + 5;
+    let n: usize = plan.pick(10_000, 200);
+    let rounds = 10;
     let pcscd = chipcard_testlab::pcscd::Pcscd::start();
     let inserted = pcscd.insert(chipcard_emulcard::CardConfig::default());
-    let socket = pcscd.socket.clone();
-    let direct = tokio::task::spawn_blocking(move || pcsc_direct(&socket, n, warm)).await??;
 
     let extra = format!(
         "driver {{\n  type=\"pcsc\"\n  name=\"pcsc\"\n  pcscdSocket=\"{}\"\n  readers=\"{}\"\n}}\n",
@@ -519,21 +545,41 @@ pub async fn through_pcscd(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let guard = client
         .take_card(card.card_id, Duration::from_secs(5))
         .await?;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..warm + n {
-        let t = Instant::now();
-        let r = guard.transmit(&SELECT_MF).await?;
-        let d = t.elapsed();
-        anyhow::ensure!(r.status().0 == 0x9000, "SELECT answered {}", r.status());
-        if i >= warm {
-            out.push(d);
+    let socket = pcscd.socket.clone();
+    let mut direct = tokio::task::spawn_blocking(move || PcscDirect::connect(&socket)).await??;
+
+    let mut via_out = Vec::with_capacity(n);
+    let mut direct_out = Vec::with_capacity(n);
+    for round in 0..=rounds {
+        // Round 0 warms both paths up and is not counted.
+        let count = if round == 0 { n / 20 + 5 } else { n / rounds };
+        let (back, batch) = tokio::task::spawn_blocking(move || {
+            let batch = direct.batch(count);
+            (direct, batch)
+        })
+        .await?;
+        direct = back;
+        let batch = batch.context("pcsc crate direct")?;
+        let mut via_batch = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            let r = guard.transmit(&SELECT_MF).await?;
+            let d = t.elapsed();
+            anyhow::ensure!(r.status().0 == 0x9000, "SELECT answered {}", r.status());
+            via_batch.push(d);
+        }
+        if round > 0 {
+            direct_out.extend(batch);
+            via_out.extend(via_batch);
         }
     }
+    tokio::task::spawn_blocking(move || drop(direct)).await?;
     guard.release().await?;
     let insert = pcscd_insert_latency(plan, &pcscd, inserted, &client).await?;
-    let via = Samples::new(out);
+    let via = Samples::new(via_out);
+    let direct = Samples::new(direct_out);
     let r50 = ratio(via.pct(50.0), direct.pct(50.0));
-    let mut rows: Vec<Row> = [50.0, 99.0]
+    let mut rows: Vec<Row> = [50.0, 90.0, 99.0]
         .iter()
         .map(|&p| {
             Row::new(
@@ -563,7 +609,10 @@ pub async fn through_pcscd(plan: &Plan) -> anyhow::Result<Vec<Row>> {
         "",
         None,
     ));
-    Ok(rows)
+    Ok(ThroughPcscd {
+        rows,
+        samples: Some((via, direct)),
+    })
 }
 
 /// c: a card put into the vpcd reader → `CardAvailable` at a waiting client, through pcscd

@@ -69,29 +69,52 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The whole "## End to end" section.
-pub fn section(rows: &[Row], quick: bool, svg: Option<&str>) -> String {
+/// Part b's plot, beside the markdown file: chipcardd's round trips and the floor's.
+pub const PLOT_B: &str = "performance-latency.svg";
+
+/// Part c's plot, beside the markdown file: through chipcardd and the pcsc driver, and the
+/// pcsc crate direct.
+pub const PLOT_C: &str = "performance-latency-pcscd.svg";
+
+/// The whole "## End to end" section; `plots` are the plots written beside it ([`PLOT_B`],
+/// [`PLOT_C`]).
+pub fn section(rows: &[Row], quick: bool, plots: &[&str]) -> String {
     let mut s = String::from("## End to end\n\n");
     s.push_str(
-        "Measured by `scripts/bench` (release build; `chipcard-bench --help` for options), \
-         every comparison side by side in one run on the same machine, so the ratios matter \
-         more than the absolute figures. References: **b** the floor, a relay of the same \
-         framed bytes over the same three-process path (client → `chipcard-bench relay` → \
-         `chipcard-bench echo-driver` over a socketpair) without parsing, its client on the \
-         same kind of socket halves as chipcard-client (`chipcard_sock`), measured in \
-         alternating batches with chipcardd; **c** the `pcsc` crate talking to the same \
-         virtual card (chipcard-vpcd-card) behind the same isolated pcscd. **a** (group \
-         format vs serde_json) is the ipc crate's criterion bench: `cargo bench -p chipcard-ipc`.\n\n",
+        "Measured by `scripts/bench --write docs/performance.md` (release build; \
+         `chipcard-bench --help` for options), every comparison side by side in one run on the \
+         same machine, so the ratios matter more than the absolute figures. References: **a** \
+         serde_json reading and writing serde structs of the same content as the group format \
+         (the ipc crate's bench content: a `CommandCard` with a 255-byte APDU, a \
+         `CardAvailable`, a `ListReadersResponse` with 16 readers, and the three in a row), the \
+         fastest of many batches each, ratio serde_json / group format; **b** the floor, a \
+         relay of the same framed bytes over the same three-process path (client → \
+         `chipcard-bench relay` → `chipcard-bench echo-driver` over a socketpair) without \
+         parsing, its client on the same kind of socket halves as chipcard-client \
+         (`chipcard_sock`), measured in alternating batches with chipcardd; **c** the `pcsc` \
+         crate talking to the same virtual card (chipcard-vpcd-card) behind the same isolated \
+         pcscd, both connected to the card (shared) at once and measured in alternating \
+         batches.\n\n",
     );
     if quick {
         s.push_str("*Quick mode: small counts, targets not judged.*\n\n");
     }
     s.push_str(&table(rows));
-    if let Some(svg) = svg {
+    for plot in plots {
+        let (alt, what) = if *plot == PLOT_C {
+            (
+                "APDU round-trip latency: via pcscd vs pcsc crate direct",
+                "part c's round trips",
+            )
+        } else {
+            (
+                "APDU round-trip latency: chipcardd vs floor",
+                "part b's round trips",
+            )
+        };
         let _ = write!(
             s,
-            "\n![APDU round-trip latency: chipcardd vs floor]({svg})\n\n\
-             The plot shows the cumulative distribution of part b's round trips.\n"
+            "\n![{alt}]({plot})\n\nThe plot shows the cumulative distribution of {what}.\n"
         );
     }
     s
@@ -237,6 +260,20 @@ mod tests {
         write_section(&file, "## End to end\n\nnew\n").expect("replace");
         let text = std::fs::read_to_string(&file).expect("read");
         assert_eq!(text, "# P\n\n## End to end\n\nnew\n\n## Later\n\nx\n");
+    }
+
+    #[test]
+    fn section_names_the_command_and_references_each_plot() {
+        let rows = [Row::skipped("a", "x".to_owned())];
+        let s = section(&rows, false, &[PLOT_B, PLOT_C]);
+        assert!(
+            s.contains("`scripts/bench --write docs/performance.md`"),
+            "{s}"
+        );
+        assert!(s.contains("(performance-latency.svg)"), "{s}");
+        assert!(s.contains("via pcscd vs pcsc crate direct](performance-latency-pcscd.svg)"));
+        let s = section(&rows, true, &[]);
+        assert!(!s.contains("!["), "{s}");
     }
 
     #[test]

@@ -37,12 +37,24 @@ fn quick_mode_runs_and_prints_the_table() {
         assert!(stdout.contains(part), "no row for {part}:\n{stdout}");
     }
     assert!(stdout.contains("APDU round trip p50"), "{stdout}");
+    // Part a is measured here, one row per message and direction, not pointed elsewhere.
+    for case in ["command_card", "card_available", "list_readers_16", "mix"] {
+        for direction in ["read (typed)", "write"] {
+            let row = format!("| a | {case} {direction}: group format vs serde_json");
+            assert!(stdout.contains(&row), "no row {row}:\n{stdout}");
+        }
+    }
+    assert!(!stdout.contains("cargo bench -p chipcard-ipc"), "{stdout}");
     // Part c runs where pcscd and vpcd are installed (CI installs them), else says why not.
     let c_ran = !stdout.contains("| c | skipped");
     assert!(
         !c_ran || stdout.contains("vpcd reader → CardAvailable"),
         "part c ran without its insert row:\n{stdout}"
     );
+    for p in ["p50", "p90", "p99"] {
+        let row = format!("| c | via pcscd {p} (n=200)");
+        assert!(!c_ran || stdout.contains(&row), "no row {row}:\n{stdout}");
+    }
     let text = std::fs::read_to_string(&doc).expect("read back");
     assert!(
         text.starts_with("# Performance\n\n## Group format\n\nkept\n"),
@@ -52,4 +64,11 @@ fn quick_mode_runs_and_prints_the_table() {
     let svg = std::fs::read_to_string(out_dir.path().join("performance-latency.svg"))
         .expect("the plot is written");
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+    assert!(text.contains("](performance-latency.svg)"), "{text}");
+    if c_ran {
+        let svg = std::fs::read_to_string(out_dir.path().join("performance-latency-pcscd.svg"))
+            .expect("part c's plot is written");
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+        assert!(text.contains("](performance-latency-pcscd.svg)"), "{text}");
+    }
 }

@@ -19,35 +19,22 @@
 //! Run: `cargo bench -p chipcard-ipc --bench group_format_min`.
 
 mod content;
+mod fastest;
 mod hot_path;
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::Duration;
 
 use chipcard_ipc::{parse, write_compact, write_pretty};
+use fastest::Batches;
 
-/// The fastest time per call of `f`, in ns.
-fn min_ns(mut f: impl FnMut()) -> f64 {
-    let mut iters = 1u32;
-    loop {
-        let t = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        if t.elapsed().as_micros() >= 2000 {
-            break;
-        }
-        iters *= 2;
+/// The fastest time per call of `f`, in ns: batches of at least 2 ms, the fastest of 200.
+fn min_ns(f: impl FnMut()) -> f64 {
+    Batches {
+        min_len: Duration::from_millis(2),
+        count: 200,
     }
-    (0..200)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_nanos() as f64 / f64::from(iters)
-        })
-        .fold(f64::MAX, f64::min)
+    .min_ns(f)
 }
 
 fn main() {

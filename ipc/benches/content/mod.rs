@@ -1,5 +1,7 @@
-//! What the benchmarks measure, shared by `group_format.rs` (criterion) and
-//! `group_format_min.rs` (minimum of many batches): a `CommandCard` with a 255-byte APDU, a
+//! What the benchmarks measure, shared by `group_format.rs` (criterion),
+//! `group_format_min.rs` (minimum of many batches) and chipcard-bench's part a
+//! (`bench/src/formats.rs` includes this file, so keep it free of paths relative to this
+//! crate): a `CommandCard` with a 255-byte APDU, a
 //! `CardAvailable` push, a `ListReadersResponse` with 16 readers (half of them holding a card),
 //! each a whole envelope built with the typed messages and `Envelope::to_document()`, and the
 //! three in a row ("mix"); and the same content as serde structs for serde_json (bin fields as
