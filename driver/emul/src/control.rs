@@ -128,7 +128,9 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
         }),
         "readererror" => {
             const USAGE: &str = "readererror READER | TEXT";
-            let (reader, text) = rest.split_once('|').ok_or_else(|| format!("usage: {USAGE}"))?;
+            let (reader, text) = rest
+                .split_once('|')
+                .ok_or_else(|| format!("usage: {USAGE}"))?;
             let text = text.trim();
             if text.is_empty() {
                 return Err(format!("usage: {USAGE}"));
@@ -346,8 +348,14 @@ mod tests {
                 "readererror r no bar",
                 Err("usage: readererror READER | TEXT".into()),
             ),
-            ("readererror r |  ", Err("usage: readererror READER | TEXT".into())),
-            ("readererror | why", Err("usage: readererror READER | TEXT".into())),
+            (
+                "readererror r |  ",
+                Err("usage: readererror READER | TEXT".into()),
+            ),
+            (
+                "readererror | why",
+                Err("usage: readererror READER | TEXT".into()),
+            ),
             (
                 "eject r 0",
                 Err(format!("unknown command 'eject'; expected {COMMANDS}")),

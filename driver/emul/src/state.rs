@@ -268,7 +268,10 @@ mod tests {
         );
         assert!(state.add_reader("Hot Plug", 1).is_err(), "name taken");
         assert!(state.add_reader("Other", 0).is_err(), "no slots");
-        assert!(state.add_reader("Other", MAX_SLOTS + 1).is_err(), "too many");
+        assert!(
+            state.add_reader("Other", MAX_SLOTS + 1).is_err(),
+            "too many"
+        );
         state
             .insert("Hot Plug", 1, vec![0x3B, 0x00])
             .expect("slot 1 exists");
@@ -283,8 +286,13 @@ mod tests {
         state.del_reader("Hot Plug").expect("exists");
         assert_eq!(rx.try_recv(), Some(Event::ReaderDel(ReaderId(1))));
         assert!(state.del_reader("Hot Plug").is_err(), "gone");
-        assert!(state.card_mut(ReaderId(1), 1).is_err(), "its card went with it");
-        state.add_reader("Hot Plug", 1).expect("the name is free again");
+        assert!(
+            state.card_mut(ReaderId(1), 1).is_err(),
+            "its card went with it"
+        );
+        state
+            .add_reader("Hot Plug", 1)
+            .expect("the name is free again");
         assert!(matches!(
             rx.try_recv(),
             Some(Event::ReaderAdd(DriverReader {
