@@ -6,7 +6,7 @@
 //! `service:up`/`service:down` are covered in services.rs.
 
 use chipcard_ipc::message::ReaderStatus;
-use chipcard_ipc::{ErrorCode, Group};
+use chipcard_ipc::{CardId, ErrorCode, Group};
 use chipcard_tests::configs::{EMUL_TWO_READERS, TEST_ATR};
 use chipcard_tests::procs::{driver_pid, signal};
 use chipcard_tests::{RawClient, Server};
@@ -188,16 +188,34 @@ async fn an_added_reader_is_announced_and_listed() {
     );
 }
 
-#[tokio::test]
-async fn a_deleted_reader_is_announced_its_cards_removed_and_it_is_unlisted() {
+/// A server on [`EMUL_TWO_READERS`], a watcher subscribed to `patterns`, another client,
+/// and the id of the card configured in "Emul Reader 0".
+async fn watching_reader_0(patterns: &[&str]) -> (Server, RawClient, RawClient, CardId) {
     let server = Server::start(EMUL_TWO_READERS);
     let mut watcher = RawClient::ready(&server.socket).await;
-    watcher.subscribe(&["reader:del", "card:removed"]).await;
+    watcher.subscribe(patterns).await;
     let mut lister = RawClient::ready(&server.socket).await;
     let card = lister
         .card_in("Emul Reader 0")
         .await
         .expect("configured card");
+    (server, watcher, lister, card)
+}
+
+/// Waits for `card:removed` about `card`; returns its data.
+async fn card_removed(watcher: &mut RawClient, card: CardId) -> Group {
+    let card = card.to_string();
+    watcher
+        .notification("card", "removed", |d| {
+            d.get_char("cardId").ok() == Some(card.as_str())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_deleted_reader_is_announced_its_cards_removed_and_it_is_unlisted() {
+    let (server, mut watcher, mut lister, card) =
+        watching_reader_0(&["reader:del", "card:removed"]).await;
     let id = lister
         .reader("Emul Reader 0")
         .await
@@ -205,11 +223,7 @@ async fn a_deleted_reader_is_announced_its_cards_removed_and_it_is_unlisted() {
         .reader_id
         .to_string();
     assert_eq!(server.control("delreader Emul Reader 0"), "ok");
-    let removed = watcher.notification("card", "removed", |_| true).await;
-    assert_eq!(
-        removed.get_char("cardId").ok(),
-        Some(card.to_string().as_str())
-    );
+    let removed = card_removed(&mut watcher, card).await;
     assert_eq!(removed.get_char("info").ok(), Some("reader removed"));
     let del = watcher
         .notification("reader", "del", named("Emul Reader 0"))
@@ -229,23 +243,13 @@ async fn a_deleted_reader_is_announced_its_cards_removed_and_it_is_unlisted() {
 
 #[tokio::test]
 async fn a_reader_error_is_announced_with_its_text_and_an_insert_brings_it_back() {
-    let server = Server::start(EMUL_TWO_READERS);
-    let mut watcher = RawClient::ready(&server.socket).await;
-    watcher.subscribe(&["reader:error", "card:*"]).await;
-    let mut lister = RawClient::ready(&server.socket).await;
-    let card = lister
-        .card_in("Emul Reader 0")
-        .await
-        .expect("configured card");
+    let (server, mut watcher, mut lister, card) =
+        watching_reader_0(&["reader:error", "card:*"]).await;
     assert_eq!(
         server.control("readererror Emul Reader 0 | USB bus error: -71"),
         "ok"
     );
-    let removed = watcher.notification("card", "removed", |_| true).await;
-    assert_eq!(
-        removed.get_char("cardId").ok(),
-        Some(card.to_string().as_str())
-    );
+    card_removed(&mut watcher, card).await;
     let error = watcher
         .notification("reader", "error", named("Emul Reader 0"))
         .await;
