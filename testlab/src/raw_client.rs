@@ -83,6 +83,16 @@ impl RawClient {
             .expect("send raw bytes");
     }
 
+    /// Closes the sending half of the connection (the server reads end of file); answers can
+    /// still be read.
+    pub async fn shutdown_send(&mut self) {
+        self.framed
+            .get_mut()
+            .shutdown()
+            .await
+            .expect("shut down the sending half");
+    }
+
     /// Sends a frame whose body is `body`.
     pub async fn send_body(&mut self, body: &[u8]) {
         let mut buf = BytesMut::new();
@@ -194,11 +204,23 @@ impl RawClient {
 
     /// True once the server has closed the connection (reads until close, up to the timeout).
     pub async fn is_closed_by_server(&mut self) -> bool {
+        self.read_until_closed().await.is_some()
+    }
+
+    /// Reads until the server closes the connection and returns the messages it sent before
+    /// (undecodable envelopes are skipped); `None` when it is still open after the timeout.
+    pub async fn read_until_closed(&mut self) -> Option<Vec<ToClient>> {
+        let mut read = Vec::new();
         loop {
             match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
-                Err(_) => return false,
-                Ok(None) | Ok(Some(Err(_))) => return true,
-                Ok(Some(Ok(_))) => continue,
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(read),
+                Ok(Some(Ok(Ok(env)))) => {
+                    if let Ok(msg) = ToClient::decode(&env.cmd, &env.data) {
+                        read.push(msg);
+                    }
+                }
+                Ok(Some(Ok(Err(_)))) => continue,
             }
         }
     }

@@ -167,7 +167,7 @@ async fn unparseable_body_gets_code_11_and_connection_stays() {
 }
 
 #[tokio::test]
-async fn garbage_and_oversized_frames_close_only_that_connection() {
+async fn garbage_and_oversized_frames_get_code_11_and_close_only_that_connection() {
     let server = Server::start(EMUL_TWO_READERS);
     let mut bystander = RawClient::ready(&server.socket).await;
     let cases: [&[u8]; 4] = [
@@ -183,11 +183,17 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
             // A header with no end: the server closes once it is over the header limit.
             client.send_raw(&[b'x'; 5000]).await;
         }
-        assert!(
-            client.is_closed_by_server().await,
-            "closed after {:?}",
-            String::from_utf8_lossy(case)
-        );
+        let case = String::from_utf8_lossy(case);
+        let read = client
+            .read_until_closed()
+            .await
+            .unwrap_or_else(|| panic!("not closed after {case:?}"));
+        match read.as_slice() {
+            [ToClient::ErrorResponse(e)] => {
+                assert_eq!(e.error_code(), ErrorCode::Protocol, "after {case:?}: {e:?}")
+            }
+            other => panic!("after {case:?} the server sent {other:?}, not one Error"),
+        }
         still_served(&server, &mut bystander).await;
     }
 }
@@ -204,6 +210,23 @@ async fn truncated_frame_then_disconnect_leaves_server_up() {
     let mut bystander = RawClient::ready(&server.socket).await;
     still_served(&server, &mut bystander).await;
     assert!(server.is_running());
+}
+
+#[tokio::test]
+async fn a_truncated_frame_gets_code_11_when_the_client_stops_sending() {
+    let server = Server::start(EMUL_TWO_READERS);
+    let mut bystander = RawClient::ready(&server.socket).await;
+    let mut client = RawClient::ready(&server.socket).await;
+    client
+        .send_raw(b"POST /chipcard HTTP/1.1\r\nContent-Length: 100\r\n\r\nipc {")
+        .await;
+    client.shutdown_send().await;
+    let read = client.read_until_closed().await.expect("closed");
+    match read.as_slice() {
+        [ToClient::ErrorResponse(e)] => assert_eq!(e.error_code(), ErrorCode::Protocol),
+        other => panic!("after a truncated frame the server sent {other:?}, not one Error"),
+    }
+    still_served(&server, &mut bystander).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use tracing::{debug, info};
 
 use crate::config::EmulConfig;
 use crate::control::ControlServer;
-use crate::state::{Reader, Shared};
+use crate::state::{describe, reader_id, Reader, Shared};
 
 /// Emulated readers and cards, and the optional control socket.
 #[derive(Debug, Default)]
@@ -37,15 +37,7 @@ impl Backend for EmulBackend {
                     *place = Some(card);
                 }
             }
-            described.push(DriverReader {
-                reader_id: ReaderId(u32::try_from(index).unwrap_or(u32::MAX)),
-                name: reader.name.clone(),
-                reader_flags: reader.flags.clone(),
-                reader_type: Some(reader.reader_type.clone()),
-                slots: Some(reader.slots),
-                port: None,
-                short_descr: Some("chipcard emulated reader".to_owned()),
-            });
+            described.push(describe(&reader, reader_id(index)));
             info!(reader = %reader.name, slots = reader.slots, cards = reader.cards.len(), "reader");
             readers.push(Reader {
                 config: reader,

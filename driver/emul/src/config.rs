@@ -50,6 +50,12 @@ type Result<T> = std::result::Result<T, ConfigError>;
 /// The most slots a reader may have.
 pub const MAX_SLOTS: i32 = 16;
 
+/// A reader's type when its group names none.
+const DEFAULT_READER_TYPE: &str = "emul";
+
+/// PIN tries when the group sets none.
+const DEFAULT_PIN_RETRIES: u8 = 3;
+
 /// The whole driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmulConfig {
@@ -79,6 +85,20 @@ pub struct ReaderConfig {
 }
 
 impl ReaderConfig {
+    /// A reader added through the control socket (`addreader`): no flags, type `emul`, no
+    /// PIN, the default PIN tries, no cards.
+    pub fn added(name: &str, slots: i32) -> ReaderConfig {
+        ReaderConfig {
+            name: name.to_owned(),
+            flags: Vec::new(),
+            reader_type: DEFAULT_READER_TYPE.to_owned(),
+            slots,
+            pin: None,
+            pin_retries: DEFAULT_PIN_RETRIES,
+            cards: Vec::new(),
+        }
+    }
+
     /// The card a control-socket `insert` creates: the default file tree, the reader's PIN.
     pub fn inserted_card(&self, atr: Vec<u8>) -> CardConfig {
         CardConfig {
@@ -129,7 +149,7 @@ impl ReaderConfig {
             .map(|f| f.trim().to_ascii_uppercase())
             .filter(|f| !f.is_empty())
             .collect();
-        let reader_type = opt_text(g, "type")?.unwrap_or_else(|| "emul".to_owned());
+        let reader_type = opt_text(g, "type")?.unwrap_or_else(|| DEFAULT_READER_TYPE.to_owned());
         let slots = opt_int(g, "slots")?.unwrap_or(1);
         if !(1..=MAX_SLOTS).contains(&slots) {
             return Err(ConfigError::new(
@@ -138,7 +158,7 @@ impl ReaderConfig {
             ));
         }
         let pin = opt_pin(g)?;
-        let pin_retries = opt_retries(g)?.unwrap_or(3);
+        let pin_retries = opt_retries(g)?.unwrap_or(DEFAULT_PIN_RETRIES);
         let mut cards: Vec<(i32, CardConfig)> = Vec::new();
         for (i, card) in g.groups("card").enumerate() {
             let within = |e: ConfigError| e.within(&format!("card[{i}]"));

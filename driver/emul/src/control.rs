@@ -1,4 +1,5 @@
-//! The control socket: insert and remove cards while the driver runs.
+//! The control socket: insert and remove cards, add, delete and fail readers while the
+//! driver runs.
 //!
 //! A Unix stream socket taking one command per line and answering each with one line,
 //! `ok` or `error: WHY`:
@@ -6,9 +7,13 @@
 //! ```text
 //! insert READER SLOT ATRHEX
 //! remove READER SLOT
+//! addreader READER SLOTS
+//! delreader READER
+//! readererror READER | TEXT
 //! ```
 //!
-//! READER is the reader's name and may contain blanks: the last tokens are SLOT (and ATR).
+//! READER is the reader's name and may contain blanks: the last tokens are SLOT (and ATR)
+//! or SLOTS; `readererror` splits at the first `|`, so there READER cannot contain one.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -45,7 +50,29 @@ pub enum Command {
         /// The slot.
         slot: i32,
     },
+    /// Add an empty reader (the driver sends `ReaderAdd`).
+    AddReader {
+        /// The new reader's name.
+        reader: String,
+        /// How many slots it has.
+        slots: i32,
+    },
+    /// Delete a reader and its cards (the driver sends `ReaderDel`).
+    DelReader {
+        /// The reader's name.
+        reader: String,
+    },
+    /// Report a reader failure (the driver sends `ReaderError`).
+    ReaderError {
+        /// The reader's name.
+        reader: String,
+        /// What went wrong.
+        text: String,
+    },
 }
+
+/// The command words, for error messages.
+const COMMANDS: &str = "insert, remove, addreader, delreader or readererror";
 
 /// Splits off the last blank-separated token.
 fn last_token(s: &str) -> Option<(&str, &str)> {
@@ -54,16 +81,23 @@ fn last_token(s: &str) -> Option<(&str, &str)> {
     Some((head.trim_end(), tail))
 }
 
-fn reader_and_slot(rest: &str, usage: &str) -> Result<(String, i32), String> {
-    let (reader, slot) = last_token(rest).ok_or_else(|| format!("usage: {usage}"))?;
-    let reader = reader.trim();
+/// A reader name: `text` without its outer blanks, not empty.
+fn reader_name(text: &str, usage: &str) -> Result<String, String> {
+    let reader = text.trim();
     if reader.is_empty() {
         return Err(format!("usage: {usage}"));
     }
-    let slot = slot
+    Ok(reader.to_owned())
+}
+
+/// READER followed by a number (`what` names the number in errors).
+fn reader_and_number(rest: &str, what: &str, usage: &str) -> Result<(String, i32), String> {
+    let (reader, number) = last_token(rest).ok_or_else(|| format!("usage: {usage}"))?;
+    let reader = reader_name(reader, usage)?;
+    let number = number
         .parse::<i32>()
-        .map_err(|_| format!("slot '{slot}' is not a number"))?;
-    Ok((reader.to_owned(), slot))
+        .map_err(|_| format!("{what} '{number}' is not a number"))?;
+    Ok((reader, number))
 }
 
 /// Parses one command line.
@@ -78,17 +112,36 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
             }
             let (rest, atr) = last_token(rest).ok_or_else(|| format!("usage: {USAGE}"))?;
             let atr = parse_hex(atr).ok_or_else(|| format!("ATR '{atr}' is not hex"))?;
-            let (reader, slot) = reader_and_slot(rest, USAGE)?;
+            let (reader, slot) = reader_and_number(rest, "slot", USAGE)?;
             Ok(Command::Insert { reader, slot, atr })
         }
         "remove" => {
-            let (reader, slot) = reader_and_slot(rest, "remove READER SLOT")?;
+            let (reader, slot) = reader_and_number(rest, "slot", "remove READER SLOT")?;
             Ok(Command::Remove { reader, slot })
         }
-        "" => Err("empty command; expected insert or remove".into()),
-        other => Err(format!(
-            "unknown command '{other}'; expected insert or remove"
-        )),
+        "addreader" => {
+            let (reader, slots) = reader_and_number(rest, "slots", "addreader READER SLOTS")?;
+            Ok(Command::AddReader { reader, slots })
+        }
+        "delreader" => Ok(Command::DelReader {
+            reader: reader_name(rest, "delreader READER")?,
+        }),
+        "readererror" => {
+            const USAGE: &str = "readererror READER | TEXT";
+            let (reader, text) = rest
+                .split_once('|')
+                .ok_or_else(|| format!("usage: {USAGE}"))?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(format!("usage: {USAGE}"));
+            }
+            Ok(Command::ReaderError {
+                reader: reader_name(reader, USAGE)?,
+                text: text.to_owned(),
+            })
+        }
+        "" => Err(format!("empty command; expected {COMMANDS}")),
+        other => Err(format!("unknown command '{other}'; expected {COMMANDS}")),
     }
 }
 
@@ -217,6 +270,9 @@ fn serve_connection(stream: UnixStream, state: &Shared) -> io::Result<()> {
             match command {
                 Command::Insert { reader, slot, atr } => state.insert(&reader, slot, atr),
                 Command::Remove { reader, slot } => state.remove(&reader, slot),
+                Command::AddReader { reader, slots } => state.add_reader(&reader, slots),
+                Command::DelReader { reader } => state.del_reader(&reader),
+                Command::ReaderError { reader, text } => state.reader_error(&reader, &text),
             }
         });
         match answer {
@@ -266,8 +322,43 @@ mod tests {
             ("insert", Err("usage: insert READER SLOT ATRHEX".into())),
             ("remove 0", Err("usage: remove READER SLOT".into())),
             (
+                "addreader Hot Plug 2",
+                Ok(Command::AddReader {
+                    reader: "Hot Plug".into(),
+                    slots: 2,
+                }),
+            ),
+            ("addreader r", Err("usage: addreader READER SLOTS".into())),
+            ("addreader r two", Err("slots 'two' is not a number".into())),
+            (
+                "DELREADER  Hot  Plug ",
+                Ok(Command::DelReader {
+                    reader: "Hot  Plug".into(),
+                }),
+            ),
+            ("delreader", Err("usage: delreader READER".into())),
+            (
+                "readererror Emul Reader 1 | bus error: 6 | lost",
+                Ok(Command::ReaderError {
+                    reader: "Emul Reader 1".into(),
+                    text: "bus error: 6 | lost".into(),
+                }),
+            ),
+            (
+                "readererror r no bar",
+                Err("usage: readererror READER | TEXT".into()),
+            ),
+            (
+                "readererror r |  ",
+                Err("usage: readererror READER | TEXT".into()),
+            ),
+            (
+                "readererror | why",
+                Err("usage: readererror READER | TEXT".into()),
+            ),
+            (
                 "eject r 0",
-                Err("unknown command 'eject'; expected insert or remove".into()),
+                Err(format!("unknown command 'eject'; expected {COMMANDS}")),
             ),
         ];
         for (line, expected) in table {
@@ -301,7 +392,25 @@ mod tests {
                 Ok(Command::Insert { reader: reader.clone(), slot, atr })
             );
             let remove = parse_line(&format!("remove {reader} {slot}"));
-            proptest::prop_assert_eq!(remove, Ok(Command::Remove { reader, slot }));
+            proptest::prop_assert_eq!(remove, Ok(Command::Remove { reader: reader.clone(), slot }));
+            let add = parse_line(&format!("addreader {reader} {slot}\n"));
+            proptest::prop_assert_eq!(add, Ok(Command::AddReader { reader: reader.clone(), slots: slot }));
+            let del = parse_line(&format!("delreader {reader}"));
+            proptest::prop_assert_eq!(del, Ok(Command::DelReader { reader }));
+        }
+
+        /// A reader error's text is everything after the first `|`, blanks and further
+        /// bars included (trimmed at its ends).
+        #[test]
+        fn reader_errors_read_back(
+            reader in "[A-Za-z0-9_.:-]{1,8}( [A-Za-z0-9_.:-]{1,8}){0,3}",
+            text in "[!-~]([ -~]{0,40}[!-~])?",
+        ) {
+            let line = format!("readererror {reader} | {text}\n");
+            proptest::prop_assert_eq!(
+                parse_line(&line),
+                Ok(Command::ReaderError { reader, text })
+            );
         }
     }
 
