@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use chipcard_emulcard::{CardConfig, EmulCard, Pin};
 
+use crate::calls::record;
 use crate::cards::{card_for_port, hang_forever, hangs, CardLine, Hang};
 use crate::{CT, ERR_CT, ERR_INVALID, ERR_MEMORY, ERR_TRANS, HOST, ICC1, OK};
 
@@ -44,6 +45,7 @@ pub struct Response {
 
 /// `CT_init`: opens terminal `ctn` on port `pn`. [`ERR_INVALID`] if `ctn` is open already.
 pub fn ct_init(ctn: u16, pn: u16) -> i8 {
+    record(&format!("CT_init ctn={ctn} pn={pn}"));
     if hangs(Hang::Init(pn)) {
         hang_forever();
     }
@@ -63,6 +65,7 @@ pub fn ct_init(ctn: u16, pn: u16) -> i8 {
 
 /// `CT_close`: closes terminal `ctn`. [`ERR_INVALID`] if it is not open.
 pub fn ct_close(ctn: u16) -> i8 {
+    record(&format!("CT_close ctn={ctn}"));
     match terminals().remove(&ctn) {
         Some(_) => OK,
         None => ERR_INVALID,
@@ -83,6 +86,10 @@ pub fn ct_data(
     command: &[u8],
     capacity: usize,
 ) -> Result<Response, i8> {
+    record(&format!(
+        "CT_data ctn={ctn} dad={dad} {}",
+        hex::encode_upper(command)
+    ));
     if dad == ICC1 {
         let port = terminals().get(&ctn).map(|t| t.port);
         if port.is_some_and(|port| hangs(Hang::Apdu(port))) {
