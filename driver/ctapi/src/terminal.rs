@@ -3,8 +3,10 @@
 //!
 //! CT-API calls block (serial lines) and may never return. The thread that made a call
 //! that timed out is abandoned: the terminal is marked failed with a text naming the call,
-//! every later request fails at once, and the process ends without waiting for the thread.
+//! every later request fails at once, and the driver process ends with a failure
+//! ([`crate::ending`]) so that chipcardd restarts it with a fresh library.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -14,6 +16,7 @@ use chipcard_driver::{DriverError, EventSink};
 use chipcard_ipc::ReaderId;
 use tracing::{debug, error, warn};
 
+use crate::ending::end_after_hang;
 use crate::ffi::{CtApi, DataResponse};
 
 /// CT-API address of the terminal itself (CT-BCS commands).
@@ -62,6 +65,8 @@ pub struct Terminal {
     /// `Some(text)` once the terminal failed (a call timed out, CT_init failed).
     failed: Mutex<Option<String>>,
     events: EventSink,
+    /// Set when the driver stops: a call that hangs then does not end the process.
+    stopping: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,7 +74,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Terminal {
-    /// Starts the terminal's thread; no CT-API call is made yet.
+    /// Starts the terminal's thread; no CT-API call is made yet. `stopping` is the driver's
+    /// flag for "stopping now".
     pub fn spawn(
         api: Arc<CtApi>,
         reader: ReaderId,
@@ -77,6 +83,7 @@ impl Terminal {
         port: u16,
         timeout: Duration,
         events: EventSink,
+        stopping: Arc<AtomicBool>,
     ) -> std::io::Result<Terminal> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let span = tracing::Span::current();
@@ -102,6 +109,7 @@ impl Terminal {
             jobs: Mutex::new(jobs),
             failed: Mutex::new(None),
             events,
+            stopping,
         })
     }
 
@@ -135,10 +143,11 @@ impl Terminal {
             Ok(answer) => Ok(answer),
             Err(_) => {
                 let text = format!(
-                    "{what} did not return within {} ms (callTimeout); the reader is out of service",
+                    "{what} did not return within {} ms (callTimeout); the driver restarts",
                     self.timeout.as_millis()
                 );
                 self.fail(text.clone());
+                end_after_hang(what, &self.stopping);
                 Err(DriverError::reader(text))
             }
         }
@@ -158,20 +167,46 @@ impl Terminal {
         }
     }
 
-    /// `CT_close`, waiting at most `wait` (stopping: no failure is reported).
+    /// Makes `call` while the driver stops: waits at most `wait` (and `callTimeout`), reports
+    /// no failure and does not end the process; `None` if the call did not return in time.
+    fn call_stopping(&self, call: Call, wait: Duration) -> Option<Answer> {
+        let (reply, answer) = mpsc::channel();
+        lock(&self.jobs).send((call, reply)).ok()?;
+        answer.recv_timeout(wait.min(self.timeout)).ok()
+    }
+
+    /// `EJECT ICC` for the card in functional unit `unit` while the driver stops, waiting at
+    /// most `wait`; nothing is reported. Not for a failed terminal.
+    pub fn eject_stopping(&self, unit: u8, wait: Duration) {
+        if self.failure().is_some() {
+            return;
+        }
+        let call = Call::Data {
+            dad: CT,
+            command: vec![0x20, 0x15, unit, 0x00, 0x00],
+        };
+        match self.call_stopping(call, wait) {
+            Some(Answer::Data(Ok(r))) => {
+                debug!(ctn = self.ctn, unit, answer = %hex::encode_upper(&r.data), "EJECT ICC");
+            }
+            Some(Answer::Data(Err(code)) | Answer::Code(code)) => {
+                warn!(ctn = self.ctn, unit, "EJECT ICC: {}", code_text(code));
+            }
+            None => warn!(ctn = self.ctn, unit, "EJECT ICC did not return; abandoned"),
+        }
+    }
+
+    /// `CT_close`, waiting at most `wait` (stopping: no failure is reported). Not for a
+    /// failed terminal.
     pub fn close(&self, wait: Duration) {
         if self.failure().is_some() {
             return;
         }
-        let (reply, answer) = mpsc::channel();
-        if lock(&self.jobs).send((Call::Close, reply)).is_err() {
-            return;
-        }
-        match answer.recv_timeout(wait.min(self.timeout)) {
-            Ok(Answer::Code(0)) => debug!(ctn = self.ctn, "CT_close"),
-            Ok(Answer::Code(code)) => warn!(ctn = self.ctn, "CT_close: {}", code_text(code)),
-            Ok(Answer::Data(_)) => {}
-            Err(_) => warn!(ctn = self.ctn, "CT_close did not return; abandoned"),
+        match self.call_stopping(Call::Close, wait) {
+            Some(Answer::Code(0)) => debug!(ctn = self.ctn, "CT_close"),
+            Some(Answer::Code(code)) => warn!(ctn = self.ctn, "CT_close: {}", code_text(code)),
+            Some(Answer::Data(_)) => {}
+            None => warn!(ctn = self.ctn, "CT_close did not return; abandoned"),
         }
     }
 
