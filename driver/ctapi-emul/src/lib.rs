@@ -20,7 +20,7 @@ mod ffi;
 mod terminal;
 
 pub use calls::ENV_CALLS;
-pub use cards::{parse_cards, CardFile, CardLine, Hang, ENV_CARDS};
+pub use cards::{parse_cards, CardFile, CardLine, Hang, ENV_CARDS, MAX_ICC};
 pub use terminal::{ct_close, ct_data, ct_init, Response};
 
 /// CT-API return code: success.
