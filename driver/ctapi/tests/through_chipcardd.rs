@@ -278,3 +278,61 @@ async fn a_hanging_apdu_restarts_the_driver_and_the_reader_comes_back() {
     );
     drop(cards_dir);
 }
+
+/// A terminal with two slots: the card in slot 1 is found by GET STATUS, activated with
+/// REQUEST ICC for unit 2 and reached at DAD 2 (ctapi.h's ICC2), through chipcardd.
+#[tokio::test]
+async fn an_apdu_to_the_second_slot_through_chipcardd() {
+    let library = emul_library();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cards = dir.path().join("cards");
+    let calls = dir.path().join("calls");
+    std::fs::write(&cards, "1 3B8180018080\n1:2 3B0102 1234\n").expect("card file");
+    let daemon = start_chipcardd(&format!(
+        "  libraryFile=\"{}\"\n  pollInterval=\"50\"\n  libraryEnv {{\n    CHIPCARD_CTAPI_EMUL=\"{}\"\n    CHIPCARD_CTAPI_EMUL_CALLS=\"{}\"\n  }}\n  reader {{\n    name=\"Two slots\"\n    ctn=\"1\"\n    port=\"1\"\n    slots=\"2\"\n  }}",
+        library.display(),
+        cards.display(),
+        calls.display()
+    ))
+    .await;
+    let mut client = RawClient::ready(&daemon.socket).await;
+    let list = client
+        .readers_until("two cards", |l| {
+            l.readers.first().is_some_and(|r| r.cards.len() == 2)
+        })
+        .await;
+    let reader = &list.readers[0];
+    assert_eq!(reader.slots, 2);
+    let second = reader
+        .cards
+        .iter()
+        .find(|c| c.slot == 1)
+        .expect("a card in slot 1");
+    assert_eq!(&second.atr[..], &[0x3B, 0x01, 0x02]);
+    let card = second.card_id;
+
+    assert!(client.take(card, None).await.is_none());
+    let r = client
+        .command_card(
+            card,
+            &[0x00, 0x20, 0x00, 0x80, 0x04, b'1', b'2', b'3', b'4'],
+        )
+        .await;
+    assert_eq!(r.data.as_deref(), Some(&[0x90, 0x00][..]), "{r:?}");
+    let reset: CardResetResponse = client.call(&CardReset { card_id: card }).await;
+    assert_eq!(reset.atr.as_deref(), Some(&[0x3B, 0x01, 0x02][..]));
+    let took = daemon.stop(Duration::from_secs(10)).await;
+
+    // The library saw the slot's unit (2) in CT-BCS and its DAD (2) for the APDU; stopping
+    // ejected both cards.
+    let calls = std::fs::read_to_string(&calls).expect("call log");
+    for line in [
+        "CT_data ctn=1 dad=1 2012020100",
+        "CT_data ctn=1 dad=2 002000800431323334",
+        "CT_data ctn=1 dad=1 2015020000",
+        "CT_data ctn=1 dad=1 2015010000",
+    ] {
+        assert!(calls.lines().any(|l| l == line), "{line} missing:\n{calls}");
+    }
+    eprintln!("SIGTERM to chipcardd exit: {took:?}");
+}
