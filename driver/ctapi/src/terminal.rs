@@ -2,8 +2,9 @@
 //! handle that waits for each call at most `callTimeout`.
 //!
 //! CT-API calls block (serial lines) and may never return. The thread that made a call
-//! that timed out is abandoned: the terminal is marked failed with a text naming the call,
-//! every later request fails at once, and the driver process ends with a failure
+//! that timed out is abandoned: the terminal is marked failed with a text naming the call
+//! that hangs (a caller queued behind it names that one, not its own), every later request
+//! fails at once, and the driver process ends with a failure
 //! ([`crate::ending`]) so that chipcardd restarts it with a fresh library.
 
 use std::sync::atomic::AtomicBool;
@@ -34,7 +35,12 @@ enum Answer {
     Data(Result<DataResponse, i8>),
 }
 
-type Job = (Call, mpsc::Sender<Answer>);
+/// A call for the terminal's thread, the text naming it, and where its answer goes.
+struct Job {
+    call: Call,
+    what: String,
+    reply: mpsc::Sender<Answer>,
+}
 
 /// The text of a CT-API return code.
 pub fn code_text(code: i8) -> String {
@@ -62,6 +68,9 @@ pub struct Terminal {
     pub port: u16,
     timeout: Duration,
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// The text naming the call the terminal's thread is in now, if any: when a caller's
+    /// wait ends, this is the call that hangs (the caller's own may be queued behind it).
+    running: Arc<Mutex<Option<String>>>,
     /// `Some(text)` once the terminal failed (a call timed out, CT_init failed).
     failed: Mutex<Option<String>>,
     events: EventSink,
@@ -86,17 +95,21 @@ impl Terminal {
         stopping: Arc<AtomicBool>,
     ) -> std::io::Result<Terminal> {
         let (jobs, rx) = mpsc::channel::<Job>();
+        let running = Arc::new(Mutex::new(None));
+        let in_call = running.clone();
         let span = tracing::Span::current();
         thread::Builder::new()
             .name(format!("ct-{ctn}"))
             .spawn(move || {
                 let _span = span.enter();
-                while let Ok((call, reply)) = rx.recv() {
+                while let Ok(Job { call, what, reply }) = rx.recv() {
+                    *lock(&in_call) = Some(what);
                     let answer = match call {
                         Call::Init => Answer::Code(api.init(ctn, port)),
                         Call::Data { dad, command } => Answer::Data(api.data(ctn, dad, &command)),
                         Call::Close => Answer::Code(api.close(ctn)),
                     };
+                    *lock(&in_call) = None;
                     // The caller may have given up (timeout); that is its business.
                     let _ = reply.send(answer);
                 }
@@ -107,6 +120,7 @@ impl Terminal {
             port,
             timeout,
             jobs: Mutex::new(jobs),
+            running,
             failed: Mutex::new(None),
             events,
             stopping,
@@ -134,7 +148,12 @@ impl Terminal {
             return Err(DriverError::reader(text));
         }
         let (reply, answer) = mpsc::channel();
-        if lock(&self.jobs).send((call, reply)).is_err() {
+        let job = Job {
+            call,
+            what: what.to_owned(),
+            reply,
+        };
+        if lock(&self.jobs).send(job).is_err() {
             let text = format!("{what}: the terminal's thread is gone");
             self.fail(text.clone());
             return Err(DriverError::reader(text));
@@ -142,12 +161,14 @@ impl Terminal {
         match answer.recv_timeout(self.timeout) {
             Ok(answer) => Ok(answer),
             Err(_) => {
+                let hung = lock(&self.running).clone();
+                let hung = hung.as_deref().unwrap_or(what);
                 let text = format!(
-                    "{what} did not return within {} ms (callTimeout); the driver restarts",
+                    "{hung} did not return within {} ms (callTimeout); the driver restarts",
                     self.timeout.as_millis()
                 );
                 self.fail(text.clone());
-                end_after_hang(what, &self.stopping);
+                end_after_hang(hung, &self.stopping);
                 Err(DriverError::reader(text))
             }
         }
@@ -169,9 +190,9 @@ impl Terminal {
 
     /// Makes `call` while the driver stops: waits at most `wait` (and `callTimeout`), reports
     /// no failure and does not end the process; `None` if the call did not return in time.
-    fn call_stopping(&self, call: Call, wait: Duration) -> Option<Answer> {
+    fn call_stopping(&self, call: Call, what: String, wait: Duration) -> Option<Answer> {
         let (reply, answer) = mpsc::channel();
-        lock(&self.jobs).send((call, reply)).ok()?;
+        lock(&self.jobs).send(Job { call, what, reply }).ok()?;
         answer.recv_timeout(wait.min(self.timeout)).ok()
     }
 
@@ -185,7 +206,8 @@ impl Terminal {
             dad: CT,
             command: vec![0x20, 0x15, unit, 0x00, 0x00],
         };
-        match self.call_stopping(call, wait) {
+        let what = format!("CT_data(EJECT ICC, ctn={}, dad={CT})", self.ctn);
+        match self.call_stopping(call, what, wait) {
             Some(Answer::Data(Ok(r))) => {
                 debug!(ctn = self.ctn, unit, answer = %hex::encode_upper(&r.data), "EJECT ICC");
             }
@@ -202,7 +224,8 @@ impl Terminal {
         if self.failure().is_some() {
             return;
         }
-        match self.call_stopping(Call::Close, wait) {
+        let what = format!("CT_close(ctn={})", self.ctn);
+        match self.call_stopping(Call::Close, what, wait) {
             Some(Answer::Code(0)) => debug!(ctn = self.ctn, "CT_close"),
             Some(Answer::Code(code)) => warn!(ctn = self.ctn, "CT_close: {}", code_text(code)),
             Some(Answer::Data(_)) => {}
