@@ -85,6 +85,35 @@ impl CtapiDriver for Link<FromDriver> {
 
 const ATR: [u8; 6] = [0x3B, 0x81, 0x80, 0x01, 0x80, 0x80];
 
+/// Starts the driver over the emulated library with the card file `cards` (kept in the
+/// returned directory), `pollInterval` 50 ms, `callTimeout` 800 ms and one reader per
+/// `(ctn, port)`; returns how long `DriverReady` took, which must be `OK`.
+async fn start_emul(
+    cards: &str,
+    readers: &[(&str, &str)],
+) -> (tempfile::TempDir, Server, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cards");
+    std::fs::write(&file, cards).expect("card file");
+    let mut server = spawn(Some(&file));
+    let mut config = Group::new("config")
+        .with_char("libraryFile", emul_library().display().to_string())
+        .with_char("pollInterval", "50")
+        .with_char("callTimeout", "800");
+    for (ctn, port) in readers {
+        config = config.with_group(
+            Group::new("reader")
+                .with_char("ctn", *ctn)
+                .with_char("port", *port),
+        );
+    }
+    let started = Instant::now();
+    let ready = server.start_driver(config).await;
+    let ready_after = started.elapsed();
+    assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
+    (dir, server, ready_after)
+}
+
 #[tokio::test]
 async fn the_ctapi_driver_over_the_emulated_library() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -346,28 +375,9 @@ async fn a_hanging_ct_init_puts_only_its_reader_out_of_service() {
 /// restarts it).
 #[tokio::test]
 async fn a_hanging_ct_init_is_reported_and_ends_the_driver() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cards = dir.path().join("cards");
-    std::fs::write(&cards, "1 3B8180018080\nhang-init 3\n").expect("card file");
-    let mut server = spawn(Some(&cards));
-    let reader = |ctn: &str, port: &str| {
-        Group::new("reader")
-            .with_char("ctn", ctn)
-            .with_char("port", port)
-    };
     let started = Instant::now();
-    let ready = server
-        .start_driver(
-            Group::new("config")
-                .with_char("libraryFile", emul_library().display().to_string())
-                .with_char("pollInterval", "50")
-                .with_char("callTimeout", "800")
-                .with_group(reader("1", "1"))
-                .with_group(reader("2", "3")),
-        )
-        .await;
-    let ready_after = started.elapsed();
-    assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
+    let (_dir, mut server, ready_after) =
+        start_emul("1 3B8180018080\nhang-init 3\n", &[("1", "1"), ("2", "3")]).await;
     // Neither DriverReady nor a Ping waits for the CT_init that hangs (800 ms): the bounds
     // stay under that, with room for a loaded two-core machine running tests in parallel.
     assert!(
@@ -409,24 +419,7 @@ async fn a_hanging_ct_init_is_reported_and_ends_the_driver() {
 /// reader is reported in error, then the driver ends with a failure.
 #[tokio::test]
 async fn a_hanging_apdu_is_answered_reported_and_ends_the_driver() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cards = dir.path().join("cards");
-    std::fs::write(&cards, "4 3B0102\nhang-apdu 4\n").expect("card file");
-    let mut server = spawn(Some(&cards));
-    let ready = server
-        .start_driver(
-            Group::new("config")
-                .with_char("libraryFile", emul_library().display().to_string())
-                .with_char("pollInterval", "50")
-                .with_char("callTimeout", "800")
-                .with_group(
-                    Group::new("reader")
-                        .with_char("ctn", "3")
-                        .with_char("port", "4"),
-                ),
-        )
-        .await;
-    assert!(ready.outcome.is_ok(), "{:?}", ready.outcome);
+    let (_dir, mut server, _) = start_emul("4 3B0102\nhang-apdu 4\n", &[("3", "4")]).await;
     let FromDriver::CardInserted(c) = server.event(Duration::from_secs(5)).await else {
         panic!("CardInserted expected")
     };

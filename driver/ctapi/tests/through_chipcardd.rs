@@ -50,6 +50,30 @@ async fn start_chipcardd_with(server_keys: &str, driver_body: &str) -> Chipcardd
     .await
 }
 
+/// A card file for the emulated library holding `text`: the directory (keep it for the
+/// test's length), the card file and a path for the call log beside it.
+fn card_file(text: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cards = dir.path().join("cards");
+    std::fs::write(&cards, text).expect("card file");
+    let calls = dir.path().join("calls");
+    (dir, cards, calls)
+}
+
+/// The inside of a driver group over the emulated library with `cards`, polling every
+/// 50 ms, then `rest` (more keys, the `reader { }` groups). With `calls` the library logs
+/// every call there.
+fn emul_driver(cards: &Path, calls: Option<&Path>, rest: &str) -> String {
+    let calls = calls
+        .map(|c| format!("    CHIPCARD_CTAPI_EMUL_CALLS=\"{}\"\n", c.display()))
+        .unwrap_or_default();
+    format!(
+        "  libraryFile=\"{}\"\n  pollInterval=\"50\"\n  libraryEnv {{\n    CHIPCARD_CTAPI_EMUL=\"{}\"\n{calls}  }}\n{rest}",
+        emul_library().display(),
+        cards.display()
+    )
+}
+
 /// The `info` text of a notification's data (empty without one).
 fn info(data: &Group) -> String {
     data.get_char("info").unwrap_or_default().to_owned()
@@ -57,14 +81,11 @@ fn info(data: &Group) -> String {
 
 #[tokio::test]
 async fn take_command_reset_release_through_chipcardd() {
-    let library = emul_library();
-    let cards_dir = tempfile::tempdir().expect("tempdir");
-    let cards = cards_dir.path().join("cards");
-    std::fs::write(&cards, "1 3B8180018080 1234\n").expect("card file");
-    let daemon = start_chipcardd(&format!(
-        "  libraryFile=\"{}\"\n  pollInterval=\"50\"\n  libraryEnv {{\n    CHIPCARD_CTAPI_EMUL=\"{}\"\n  }}\n  reader {{\n    name=\"CT-API Emul\"\n    ctn=\"1\"\n    port=\"1\"\n    flags=\"KEYPAD\"\n  }}",
-        library.display(),
-        cards.display()
+    let (cards_dir, cards, _) = card_file("1 3B8180018080 1234\n");
+    let daemon = start_chipcardd(&emul_driver(
+        &cards,
+        None,
+        "  reader {\n    name=\"CT-API Emul\"\n    ctn=\"1\"\n    port=\"1\"\n    flags=\"KEYPAD\"\n  }",
     ))
     .await;
     let started = Instant::now();
@@ -203,16 +224,13 @@ async fn a_hanging_ctapi_library_does_not_hold_up_chipcardd() {
 /// comes back up with its card and serves APDUs again.
 #[tokio::test]
 async fn a_hanging_apdu_restarts_the_driver_and_the_reader_comes_back() {
-    let library = emul_library();
-    let cards_dir = tempfile::tempdir().expect("tempdir");
-    let cards = cards_dir.path().join("cards");
-    std::fs::write(&cards, "1 3B8180018080\nhang-apdu 1\n").expect("card file");
+    let (cards_dir, cards, _) = card_file("1 3B8180018080\nhang-apdu 1\n");
     let daemon = start_chipcardd_with(
         "  restartBackoff=\"300\"\n",
-        &format!(
-            "  libraryFile=\"{}\"\n  pollInterval=\"50\"\n  callTimeout=\"500\"\n  libraryEnv {{\n    CHIPCARD_CTAPI_EMUL=\"{}\"\n  }}\n  reader {{\n    name=\"CT-API Emul\"\n    ctn=\"1\"\n    port=\"1\"\n  }}",
-            library.display(),
-            cards.display()
+        &emul_driver(
+            &cards,
+            None,
+            "  callTimeout=\"500\"\n  reader {\n    name=\"CT-API Emul\"\n    ctn=\"1\"\n    port=\"1\"\n  }",
         ),
     )
     .await;
@@ -283,16 +301,11 @@ async fn a_hanging_apdu_restarts_the_driver_and_the_reader_comes_back() {
 /// REQUEST ICC for unit 2 and reached at DAD 2 (ctapi.h's ICC2), through chipcardd.
 #[tokio::test]
 async fn an_apdu_to_the_second_slot_through_chipcardd() {
-    let library = emul_library();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cards = dir.path().join("cards");
-    let calls = dir.path().join("calls");
-    std::fs::write(&cards, "1 3B8180018080\n1:2 3B0102 1234\n").expect("card file");
-    let daemon = start_chipcardd(&format!(
-        "  libraryFile=\"{}\"\n  pollInterval=\"50\"\n  libraryEnv {{\n    CHIPCARD_CTAPI_EMUL=\"{}\"\n    CHIPCARD_CTAPI_EMUL_CALLS=\"{}\"\n  }}\n  reader {{\n    name=\"Two slots\"\n    ctn=\"1\"\n    port=\"1\"\n    slots=\"2\"\n  }}",
-        library.display(),
-        cards.display(),
-        calls.display()
+    let (_dir, cards, calls) = card_file("1 3B8180018080\n1:2 3B0102 1234\n");
+    let daemon = start_chipcardd(&emul_driver(
+        &cards,
+        Some(&calls),
+        "  reader {\n    name=\"Two slots\"\n    ctn=\"1\"\n    port=\"1\"\n    slots=\"2\"\n  }",
     ))
     .await;
     let mut client = RawClient::ready(&daemon.socket).await;
