@@ -6,18 +6,21 @@
 //! ([`chipcard_emulcard::EmulCard`]) instead of a serial terminal. Which cards are in which
 //! terminal comes from a small text file named by the environment variable
 //! [`ENV_CARDS`], re-read on every `GET STATUS`, `REQUEST ICC` and `RESET CT`, so a test
-//! inserts and removes cards by rewriting the file. README.md has the format and the
-//! CT-BCS commands understood.
+//! inserts and removes cards by rewriting the file. With [`ENV_CALLS`] set every call is
+//! appended to that file, so a test can check what was sent. README.md has the format and
+//! the CT-BCS commands understood.
 //!
 //! The Rust side ([`ct_init`], [`ct_data`], [`ct_close`]) is safe code; only the small
 //! `ffi` module, which adapts the C calling convention, uses `unsafe`.
 #![deny(unsafe_code)]
 
+mod calls;
 mod cards;
 mod ffi;
 mod terminal;
 
-pub use cards::{parse_cards, CardFile, CardLine, Hang, ENV_CARDS};
+pub use calls::ENV_CALLS;
+pub use cards::{parse_cards, CardFile, CardLine, Hang, ENV_CARDS, MAX_ICC};
 pub use terminal::{ct_close, ct_data, ct_init, Response};
 
 /// CT-API return code: success.

@@ -1,11 +1,13 @@
-//! The emulated card terminals: CT-BCS for DAD 1, APDUs for DAD 0, state per `ctn`.
+//! The emulated card terminals: CT-BCS for DAD 1, APDUs for DAD 0 (ICC 1) and 2 to 14
+//! (ICC 2 to 14), state per `ctn`.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use chipcard_emulcard::{CardConfig, EmulCard, Pin};
 
-use crate::cards::{card_for_port, hang_forever, hangs, CardLine, Hang};
+use crate::calls::record;
+use crate::cards::{cards_for_port, hang_forever, hangs, CardLine, Hang, MAX_ICC};
 use crate::{CT, ERR_CT, ERR_INVALID, ERR_MEMORY, ERR_TRANS, HOST, ICC1, OK};
 
 /// The card in a terminal's slot.
@@ -17,10 +19,45 @@ struct Slot {
     powered: bool,
 }
 
+impl Slot {
+    /// An unpowered card for `line`; `None` if the line's card cannot be made.
+    fn new(line: CardLine) -> Option<Slot> {
+        let mut config = CardConfig::with_atr(line.atr.clone());
+        if let Some(pin) = &line.pin {
+            config = config.with_pin(Pin::from_text(pin).ok()?, 3);
+        }
+        let card = EmulCard::new(config).ok()?;
+        Some(Slot {
+            line,
+            card,
+            powered: false,
+        })
+    }
+}
+
 /// One open terminal (`CT_init` until `CT_close`).
 struct Terminal {
     port: u16,
-    slot: Option<Slot>,
+    /// The cards by ICC number (1 to [`MAX_ICC`]).
+    slots: BTreeMap<u8, Slot>,
+}
+
+/// The ICC that CT-BCS functional unit `p1` names: 00 and 01 are ICC 1, n is ICC n.
+fn unit_icc(p1: u8) -> Option<u8> {
+    match p1 {
+        0x00 => Some(1),
+        n if n <= MAX_ICC => Some(n),
+        _ => None,
+    }
+}
+
+/// The ICC that CT-API address `dad` names: 0 is ICC 1, 2 to 14 are ICC 2 to 14.
+fn dad_icc(dad: u8) -> Option<u8> {
+    match dad {
+        ICC1 => Some(1),
+        n if (2..=MAX_ICC).contains(&n) => Some(n),
+        _ => None,
+    }
 }
 
 static TERMINALS: Mutex<BTreeMap<u16, Terminal>> = Mutex::new(BTreeMap::new());
@@ -44,6 +81,7 @@ pub struct Response {
 
 /// `CT_init`: opens terminal `ctn` on port `pn`. [`ERR_INVALID`] if `ctn` is open already.
 pub fn ct_init(ctn: u16, pn: u16) -> i8 {
+    record(&format!("CT_init ctn={ctn} pn={pn}"));
     if hangs(Hang::Init(pn)) {
         hang_forever();
     }
@@ -55,7 +93,7 @@ pub fn ct_init(ctn: u16, pn: u16) -> i8 {
         ctn,
         Terminal {
             port: pn,
-            slot: None,
+            slots: BTreeMap::new(),
         },
     );
     OK
@@ -63,6 +101,7 @@ pub fn ct_init(ctn: u16, pn: u16) -> i8 {
 
 /// `CT_close`: closes terminal `ctn`. [`ERR_INVALID`] if it is not open.
 pub fn ct_close(ctn: u16) -> i8 {
+    record(&format!("CT_close ctn={ctn}"));
     match terminals().remove(&ctn) {
         Some(_) => OK,
         None => ERR_INVALID,
@@ -72,9 +111,10 @@ pub fn ct_close(ctn: u16) -> i8 {
 /// `CT_data`: sends `command` from `sad` to `dad` of terminal `ctn`; the response may hold
 /// at most `capacity` bytes. Errors are CT-API return codes: [`ERR_INVALID`] (unknown
 /// terminal, address or empty command), [`ERR_MEMORY`] (response longer than `capacity`),
-/// [`ERR_TRANS`] (an APDU to a slot without an activated card).
+/// [`ERR_TRANS`] (an APDU to a slot without an activated card). DAD 0 is ICC 1, DAD 2 to 14
+/// ICC 2 to 14 (as ctapi.h: `ICC2` is 2, the value of `HOST`, told apart by direction).
 ///
-/// With `hang-apdu PORT` in the card file an APDU for the card never returns; it blocks
+/// With `hang-apdu PORT` in the card file an APDU for a card never returns; it blocks
 /// without holding the lock, so other terminals go on working.
 pub fn ct_data(
     ctn: u16,
@@ -83,7 +123,11 @@ pub fn ct_data(
     command: &[u8],
     capacity: usize,
 ) -> Result<Response, i8> {
-    if dad == ICC1 {
+    record(&format!(
+        "CT_data ctn={ctn} dad={dad} {}",
+        hex::encode_upper(command)
+    ));
+    if dad != CT {
         let port = terminals().get(&ctn).map(|t| t.port);
         if port.is_some_and(|port| hangs(Hang::Apdu(port))) {
             hang_forever();
@@ -94,10 +138,10 @@ pub fn ct_data(
     if sad != HOST || command.is_empty() {
         return Err(ERR_INVALID);
     }
-    let data = match dad {
-        CT => terminal.bcs(command),
-        ICC1 => terminal.icc(command)?,
-        _ => return Err(ERR_INVALID),
+    let data = match (dad, dad_icc(dad)) {
+        (CT, _) => terminal.bcs(command),
+        (_, Some(icc)) => terminal.icc(icc, command)?,
+        (_, None) => return Err(ERR_INVALID),
     };
     if data.len() > capacity {
         return Err(ERR_MEMORY);
@@ -114,25 +158,25 @@ fn sw(sw: u16) -> Vec<u8> {
 }
 
 impl Terminal {
-    /// Brings the slot in line with the card file: a vanished or changed line removes the
+    /// Brings the slots in line with the card file: a vanished or changed line removes the
     /// card, a new line inserts an unpowered one.
     fn sync(&mut self) {
-        let line = card_for_port(self.port);
-        if self.slot.as_ref().map(|s| &s.line) == line.as_ref() {
-            return;
-        }
-        self.slot = line.and_then(|line| {
-            let mut config = CardConfig::with_atr(line.atr.clone());
-            if let Some(pin) = &line.pin {
-                config = config.with_pin(Pin::from_text(pin).ok()?, 3);
+        let lines = cards_for_port(self.port);
+        self.slots
+            .retain(|icc, slot| lines.iter().any(|l| l.icc == *icc && *l == slot.line));
+        for line in lines {
+            if !self.slots.contains_key(&line.icc) {
+                let icc = line.icc;
+                if let Some(slot) = Slot::new(line) {
+                    self.slots.insert(icc, slot);
+                }
             }
-            let card = EmulCard::new(config).ok()?;
-            Some(Slot {
-                line,
-                card,
-                powered: false,
-            })
-        });
+        }
+    }
+
+    /// How many ICCs the terminal has now: the highest one holding a card, at least 1.
+    fn iccs(&self) -> u8 {
+        self.slots.keys().max().copied().unwrap_or(1)
     }
 
     /// A CT-BCS command to the terminal (DAD 1).
@@ -144,50 +188,50 @@ impl Terminal {
             return sw(0x6E00);
         }
         match ins {
-            // RESET CT: P1 00 the terminal, 01 the ICC in slot 1.
+            // RESET CT: P1 00 the terminal, n the ICC n.
             0x11 => {
                 self.sync();
                 match p1 {
                     0x00 => {
-                        if let Some(slot) = &mut self.slot {
+                        for slot in self.slots.values_mut() {
                             slot.powered = false;
                         }
                         sw(0x9000)
                     }
-                    0x01 => self.activate(p2),
+                    n if n <= MAX_ICC => self.activate(n, p2).unwrap_or_else(|| sw(0x6400)),
                     _ => sw(0x6A00),
                 }
             }
-            // REQUEST ICC: P1 01 = ICC 1 (00 = any ICC; the terminal has one).
+            // REQUEST ICC: P1 n = ICC n (00 = any ICC: ICC 1 here).
             0x12 => {
                 self.sync();
-                match p1 {
-                    0x00 | 0x01 => match self.slot {
-                        Some(_) => self.activate(p2),
-                        None => sw(0x6200),
-                    },
-                    _ => sw(0x6A00),
+                match unit_icc(p1) {
+                    Some(icc) => self.activate(icc, p2).unwrap_or_else(|| sw(0x6200)),
+                    None => sw(0x6A00),
                 }
             }
-            // GET STATUS: P1 00, P2 80 = the ICC status DO.
+            // GET STATUS: P1 00, P2 80 = the ICC status DO, one byte per ICC.
             0x13 => {
                 self.sync();
                 if p1 != 0x00 || p2 != 0x80 {
                     return sw(0x6A00);
                 }
-                let status = match &self.slot {
+                let count = self.iccs();
+                let mut response = vec![0x80, count];
+                response.extend((1..=count).map(|icc| match self.slots.get(&icc) {
                     None => 0x00,
                     Some(slot) if slot.powered => 0x05,
                     Some(_) => 0x01,
-                };
-                vec![0x80, 0x01, status, 0x90, 0x00]
+                }));
+                response.extend_from_slice(&[0x90, 0x00]);
+                response
             }
-            // EJECT ICC: P1 01 = ICC 1.
+            // EJECT ICC: P1 n = ICC n (00 = ICC 1).
             0x15 => {
-                if !matches!(p1, 0x00 | 0x01) {
+                let Some(icc) = unit_icc(p1) else {
                     return sw(0x6A00);
-                }
-                if let Some(slot) = &mut self.slot {
+                };
+                if let Some(slot) = self.slots.get_mut(&icc) {
                     slot.powered = false;
                 }
                 sw(0x9000)
@@ -196,23 +240,23 @@ impl Terminal {
         }
     }
 
-    /// Powers (resets) the card: `P2` low nibble 01 = answer with the ATR, 00 = without.
-    fn activate(&mut self, p2: u8) -> Vec<u8> {
-        let Some(slot) = &mut self.slot else {
-            return sw(0x6400);
-        };
+    /// Powers (resets) the card in `icc`: `P2` low nibble 01 = answer with the ATR, 00 =
+    /// without. `None` without a card.
+    fn activate(&mut self, icc: u8, p2: u8) -> Option<Vec<u8>> {
+        let slot = self.slots.get_mut(&icc)?;
         let atr = slot.card.reset();
         slot.powered = true;
         let mut response = if p2 & 0x0F == 0x01 { atr } else { Vec::new() };
         response.extend_from_slice(&[0x90, 0x01]);
-        response
+        Some(response)
     }
 
-    /// An APDU to the card in slot 1 (DAD 0): [`ERR_TRANS`] without an activated card.
-    fn icc(&mut self, command: &[u8]) -> Result<Vec<u8>, i8> {
+    /// An APDU to the card in `icc`: [`ERR_TRANS`] without a card, [`ERR_CT`] without an
+    /// activated one.
+    fn icc(&mut self, icc: u8, command: &[u8]) -> Result<Vec<u8>, i8> {
         // A card taken out since the last status poll is gone for APDUs too.
         self.sync();
-        match &mut self.slot {
+        match self.slots.get_mut(&icc) {
             Some(slot) if slot.powered => Ok(slot.card.transmit(command)),
             Some(_) => Err(ERR_CT),
             None => Err(ERR_TRANS),
@@ -280,8 +324,13 @@ mod tests {
             Err(ERR_MEMORY)
         );
         assert_eq!(
-            ct_data(7, 9, HOST, &[0x20, 0x13, 0x00, 0x80], 258),
+            ct_data(7, 15, HOST, &[0x20, 0x13, 0x00, 0x80], 258),
             Err(ERR_INVALID)
+        );
+        assert_eq!(
+            ct_data(7, 9, HOST, &[0, 0xA4, 0, 0x0C], 258),
+            Err(ERR_TRANS),
+            "ICC 9 is empty"
         );
         assert_eq!(bcs(&[0x20, 0x15, 0x01, 0x00, 0x00]), [0x90, 0x00]);
         assert_eq!(
@@ -290,6 +339,30 @@ mod tests {
         );
         assert_eq!(bcs(&[0x20, 0x99, 0x00, 0x00]), [0x6D, 0x00]);
         assert_eq!(bcs(&[0x80, 0x12, 0x00, 0x00]), [0x6E, 0x00]);
+
+        // A second card in ICC 2: two status bytes, CT-BCS unit 2, DAD 2.
+        std::fs::write(&file, "3 3B0102 1234\n3:2 3B00\n").expect("write");
+        assert_eq!(
+            bcs(&[0x20, 0x13, 0x00, 0x80, 0x00]),
+            [0x80, 0x02, 0x01, 0x01, 0x90, 0x00]
+        );
+        assert_eq!(
+            bcs(&[0x20, 0x12, 0x02, 0x01, 0x00]),
+            [0x3B, 0x00, 0x90, 0x01]
+        );
+        assert_eq!(
+            bcs(&[0x20, 0x13, 0x00, 0x80, 0x00]),
+            [0x80, 0x02, 0x01, 0x05, 0x90, 0x00]
+        );
+        let r = ct_data(7, 2, HOST, &[0, 0xA4, 0, 0x0C, 2, 0x3F, 0], 258).expect("ok");
+        assert_eq!((r.dad, r.sad, r.data), (HOST, 2, vec![0x90, 0x00]));
+        assert_eq!(
+            ct_data(7, ICC1, HOST, &[0, 0xA4, 0, 0x0C], 258),
+            Err(ERR_CT),
+            "ICC 1 not activated"
+        );
+        assert_eq!(bcs(&[0x20, 0x15, 0x02, 0x00, 0x00]), [0x90, 0x00]);
+        assert_eq!(ct_data(7, 2, HOST, &[0, 0xA4, 0, 0x0C], 258), Err(ERR_CT));
 
         std::fs::remove_file(&file).expect("remove");
         assert_eq!(

@@ -15,7 +15,7 @@ use crate::config::CtapiConfig;
 use crate::ffi::CtApi;
 use crate::terminal::{Terminal, CT};
 
-/// How long stopping waits for all `CT_close` calls together.
+/// How long stopping waits for all `EJECT ICC` and `CT_close` calls together.
 const CLOSE_BUDGET: Duration = Duration::from_secs(2);
 
 /// One reader: its terminal and what the poller knows about its slots.
@@ -209,6 +209,7 @@ impl Backend for CtapiBackend {
                 rc.port,
                 config.call_timeout,
                 events.clone(),
+                self.stopping.clone(),
             )
             .map(Arc::new)
             .map_err(|e| DriverError::reader(format!("reader '{}': thread: {e}", rc.name)))?;
@@ -286,9 +287,24 @@ impl Backend for CtapiBackend {
     fn stop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + CLOSE_BUDGET;
+        let left = || deadline.saturating_duration_since(Instant::now());
         for r in &self.readers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            r.terminal.close(left);
+            // The poller may still be in a call; the terminal's thread queues ours after it.
+            let holding: Vec<i32> = r
+                .slots
+                .lock()
+                .map(|s| {
+                    s.iter()
+                        .enumerate()
+                        .filter(|(_, atr)| atr.is_some())
+                        .filter_map(|(i, _)| i32::try_from(i).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for slot in holding {
+                r.terminal.eject_stopping(unit(slot), left());
+            }
+            r.terminal.close(left());
         }
         info!("stopped");
     }

@@ -5,12 +5,14 @@
 //! driver's group in chipcardd.conf (see README.md).
 //!
 //! Every CT-API call runs on a thread of its own terminal and is waited for at most
-//! `callTimeout`: a library that blocks (or never returns from `CT_init`) puts only its
-//! reader out of service, reported with `ReaderError`, while the driver keeps serving.
+//! `callTimeout`: a call that blocks (a `CT_init` that never returns) is reported with
+//! `ReaderError` while the driver keeps serving, and then the driver exits with a failure so
+//! that chipcardd restarts it with a fresh copy of the library (src/ending.rs).
 #![deny(unsafe_code)]
 
 mod backend;
 mod config;
+mod ending;
 mod ffi;
 mod terminal;
 
