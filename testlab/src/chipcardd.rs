@@ -24,7 +24,7 @@ impl Chipcardd {
     /// Writes `config(socket, dir)` (the socket chipcardd is to serve on, the temporary
     /// directory) as the configuration file, starts `exe --config FILE --foreground
     /// --log-level LEVEL` (LEVEL: `CHIPCARD_TEST_LOG`, else `warn`) and waits up to
-    /// [`START_TIMEOUT`] for the socket. Must run inside a tokio runtime.
+    /// [`START_TIMEOUT`] until the socket accepts a connection. Must run inside a tokio runtime.
     pub async fn start(exe: &Path, config: impl FnOnce(&Path, &Path) -> String) -> Chipcardd {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("chipcardd.sock");
@@ -41,10 +41,11 @@ impl Chipcardd {
             .spawn()
             .expect("starts chipcardd");
         let deadline = Instant::now() + START_TIMEOUT;
-        while !socket.exists() {
+        // Until a connection is accepted: the file exists a moment before the server listens.
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "no socket after {START_TIMEOUT:?}"
+                "no listening socket after {START_TIMEOUT:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
