@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chipcard_ipc::message::ReaderStatus;
+use chipcard_ipc::message::{ReaderStatus, ToClient};
 use chipcard_ipc::{CardId, ErrorCode};
 use chipcard_tests::procs::{children_of, driver_pid, signal, ChildProcess};
 use chipcard_tests::requests::SELECT_MF;
@@ -370,4 +370,223 @@ driver {{
     .await;
     assert!(server.is_running());
     no_zombies(server.pid());
+}
+
+/// A driver directory holding the real emulated driver and the tests' faulty driver
+/// (`chipcard-driver-faulty`, see tests/src/bin).
+fn faulty_driver_dir(dir: &Path) -> std::path::PathBuf {
+    let drivers = dir.join("drivers");
+    std::fs::create_dir_all(&drivers).expect("driver dir");
+    for name in ["chipcard-driver-emul", "chipcard-driver-faulty"] {
+        std::os::unix::fs::symlink(bin(name), drivers.join(name)).expect("link a driver");
+    }
+    drivers
+}
+
+/// A faulty driver "f" (mode `{mode}`, its extra keys `{extra}`, starts logged to
+/// `{starts}`) beside an emulated driver "b" (reader "B0" with a card); `{server}` holds
+/// the restart delays (see [`QUICK_RESTARTS`]) and other server keys, one a line. Quick
+/// pings.
+const FAULTY_AND_EMUL: &str = r#"
+server {
+  socket="{socket}"
+  driverDir="{drivers}"
+  pingInterval="200"
+  pingTimeout="300"
+  restartMaxFailures="3"
+  {server}
+}
+driver {
+  type="faulty"
+  name="f"
+  mode="{mode}"
+  starts="{starts}"
+  {extra}
+}
+driver {
+  type="emul"
+  name="b"
+  controlSocket="{dir}/b.ctl"
+  reader {
+    name="B0"
+    slots="1"
+    card {
+      slot="0"
+      atr="3B8880010000000000000000"
+    }
+  }
+}
+"#;
+
+/// Restarts after 100 ms, at most 400 ms.
+const QUICK_RESTARTS: &str = "restartBackoff=\"100\"\nrestartBackoffMax=\"400\"";
+
+/// Starts chipcardd on [`FAULTY_AND_EMUL`]; also returns the scratch directory (kept alive)
+/// and the path of the faulty driver's start log.
+fn start_faulty(
+    mode: &str,
+    extra: &str,
+    server_keys: &str,
+) -> (Server, tempfile::TempDir, std::path::PathBuf) {
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let drivers = faulty_driver_dir(scratch.path());
+    let starts = scratch.path().join("starts");
+    let config = FAULTY_AND_EMUL
+        .replace("{drivers}", &drivers.display().to_string())
+        .replace("{starts}", &starts.display().to_string())
+        .replace("{mode}", mode)
+        .replace("{extra}", extra)
+        .replace("{server}", server_keys);
+    (Server::start(&config), scratch, starts)
+}
+
+/// The pids the faulty driver logged, one per start.
+fn logged_starts(starts: &Path) -> Vec<u32> {
+    std::fs::read_to_string(starts)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_driver_that_answers_pings_but_not_a_card_command_is_torn_down_and_restarted() {
+    let (server, _scratch, starts) = start_faulty(
+        "mute",
+        "",
+        &format!("{QUICK_RESTARTS}\ncommandTimeout=\"600\""),
+    );
+    let mut watcher = RawClient::ready(&server.socket).await;
+    watcher.subscribe(&["card:removed", "driver:error"]).await;
+    let mut taker = RawClient::ready(&server.socket).await;
+    let (f_driver, _, f_card) = reader(&mut taker, "Faulty0").await;
+    let (b_driver, _, b_card) = reader(&mut taker, "B0").await;
+    let f_card = f_card.expect("card in Faulty0");
+    let b_card = b_card.expect("card in B0");
+    let b_pid = driver_pid(server.pid(), &b_driver).expect("driver b runs");
+    assert_eq!(taker.take(f_card, Some(1000)).await, None);
+    assert_eq!(taker.take(b_card, Some(1000)).await, None);
+
+    // Pings are answered all along (several intervals pass): only the command is not.
+    let asked = Instant::now();
+    let err = taker
+        .apdu(f_card, SELECT_MF)
+        .await
+        .expect_err("the driver never answers");
+    assert_eq!(err, ErrorCode::Timeout);
+    assert!(asked.elapsed() >= Duration::from_millis(500), "{asked:?}");
+
+    // The driver is torn down as hung: an error naming it, its card removed.
+    watcher
+        .notification("driver", "error", |d| {
+            d.get_char("info")
+                .is_ok_and(|i| i.contains("did not answer") && i.contains("request"))
+        })
+        .await;
+    let card_text = f_card.to_string();
+    watcher
+        .notification("card", "removed", |d| {
+            d.get_char("cardId").ok() == Some(card_text.as_str())
+        })
+        .await;
+    let err = taker
+        .apdu(f_card, SELECT_MF)
+        .await
+        .expect_err("the card is gone");
+    assert!(
+        matches!(err, ErrorCode::CardRemoved | ErrorCode::DriverError),
+        "got {err:?}"
+    );
+
+    // It is restarted (a new process; the old one killed and reaped) and its reader is back.
+    back_with_new_card(&mut taker, "Faulty0", f_card).await;
+    let pids = logged_starts(&starts);
+    assert!(pids.len() >= 2, "restarted: {pids:?}");
+    assert_eq!(driver_pid(server.pid(), &f_driver), pids.last().copied());
+    eventually("the mute driver to be reaped", || async {
+        is_gone_or_not_child(server.pid(), pids[0]).then_some(())
+    })
+    .await;
+
+    // The other driver was not touched: same process, same card, still taken and usable.
+    assert_eq!(driver_pid(server.pid(), &b_driver), Some(b_pid));
+    assert_eq!(reader(&mut taker, "B0").await.2, Some(b_card));
+    assert!(taker.apdu(b_card, SELECT_MF).await.is_ok());
+    no_zombies(server.pid());
+}
+
+#[tokio::test]
+async fn a_driver_that_exits_right_after_ready_is_given_up() {
+    // Each run ends 100 ms after the start, well within restartBackoffMax (2 s): a failure.
+    let (mut server, _scratch, starts) = start_faulty(
+        "exit",
+        r#"exitAfter="100""#,
+        "restartBackoff=\"300\"\nrestartBackoffMax=\"2000\"",
+    );
+    let mut watcher = RawClient::ready(&server.socket).await;
+    watcher.subscribe(&["driver:error"]).await;
+    let data = watcher
+        .notification("driver", "error", |d| {
+            d.get_char("info").is_ok_and(|i| i.contains("given up"))
+        })
+        .await;
+    assert_eq!(data.get_char("driverName").ok(), Some("f"));
+    assert_eq!(logged_starts(&starts).len(), 3);
+    // Given up means no more starts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(logged_starts(&starts).len(), 3);
+
+    // The server and the other driver are fine.
+    assert!(server.is_running());
+    let mut client = RawClient::ready(&server.socket).await;
+    let (_, status, card) = reader(&mut client, "B0").await;
+    assert_eq!(status, ReaderStatus::Up);
+    let card = card.expect("card in B0");
+    assert_eq!(client.take(card, Some(1000)).await, None);
+    assert!(client.apdu(card, SELECT_MF).await.is_ok());
+    no_zombies(server.pid());
+}
+
+#[tokio::test]
+async fn connections_without_client_ready_are_closed_and_free_their_places() {
+    let server = Server::start(
+        r#"
+server {
+  socket="{socket}"
+  maxClients="2"
+  clientReadyTimeout="400"
+}
+"#,
+    );
+    // Let the start probe's connection leave first (the server notices its close).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two silent connections fill maxClients: a third is refused.
+    let connected = Instant::now();
+    let mut silent = [
+        RawClient::connect(&server.socket).await,
+        RawClient::connect(&server.socket).await,
+    ];
+    let mut refused = RawClient::connect(&server.socket).await;
+    match refused.next_message().await.1 {
+        ToClient::ErrorResponse(e) => assert_eq!(e.error_code(), ErrorCode::Generic),
+        other => panic!("a third connection got {other:?}"),
+    }
+
+    // At the deadline each silent connection is told (code 12) and closed.
+    for client in &mut silent {
+        match client.next_message().await.1 {
+            ToClient::ErrorResponse(e) => {
+                assert_eq!(e.error_code(), ErrorCode::NotReady);
+                assert!(e.text.contains("ClientReady"), "{}", e.text);
+            }
+            other => panic!("a silent connection got {other:?}"),
+        }
+        assert!(client.is_closed_by_server().await);
+    }
+    assert!(connected.elapsed() >= Duration::from_millis(350));
+
+    // Their places are free again; a ready client is not timed out while idle.
+    let mut client = RawClient::ready(&server.socket).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(client.list_readers().await.readers.is_empty());
 }
