@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chipcard_ipc::message::{ReaderStatus, ToClient};
+use chipcard_ipc::message::{ReaderStatus, TakeCard, ToClient};
 use chipcard_ipc::{CardId, ErrorCode};
 use chipcard_tests::procs::{children_of, driver_pid, signal, ChildProcess};
 use chipcard_tests::requests::SELECT_MF;
@@ -147,11 +147,36 @@ async fn killed_driver_is_restarted_and_the_other_is_untouched() {
 #[tokio::test]
 async fn stopped_driver_is_detected_by_ping_and_restarted() {
     let server = Server::start(TWO_DRIVERS);
+    let mut watcher = RawClient::ready(&server.socket).await;
+    watcher.subscribe(&["card:removed"]).await;
     let mut client = RawClient::ready(&server.socket).await;
     let (a_driver, _, a_card) = reader(&mut client, "A0").await;
+    let (b_driver, _, b_card) = reader(&mut client, "B0").await;
     let a_card = a_card.expect("card in A0");
+    let b_card = b_card.expect("card in B0");
+    assert_eq!(client.take(a_card, Some(1000)).await, None);
+    assert_eq!(client.take(b_card, Some(1000)).await, None);
     let a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs");
+    let b_pid = driver_pid(server.pid(), &b_driver).expect("driver b runs");
     signal(a_pid, "STOP");
+
+    // The outage, as clients see it: the card is removed (notification), the taker's next
+    // command fails with 7 or 8, and the other driver's card keeps working.
+    let card_text = a_card.to_string();
+    watcher
+        .notification("card", "removed", |d| {
+            d.get_char("cardId").ok() == Some(card_text.as_str())
+        })
+        .await;
+    let err = client
+        .apdu(a_card, SELECT_MF)
+        .await
+        .expect_err("the card is gone");
+    assert!(
+        matches!(err, ErrorCode::CardRemoved | ErrorCode::DriverError),
+        "got {err:?}"
+    );
+    assert!(client.apdu(b_card, SELECT_MF).await.is_ok());
 
     let new_card = back_with_new_card(&mut client, "A0", a_card).await;
     let new_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs again");
@@ -163,6 +188,43 @@ async fn stopped_driver_is_detected_by_ping_and_restarted() {
     .await;
     assert_eq!(client.take(new_card, Some(1000)).await, None);
     assert!(client.apdu(new_card, SELECT_MF).await.is_ok());
+    assert_eq!(driver_pid(server.pid(), &b_driver), Some(b_pid));
+    assert!(client.apdu(b_card, SELECT_MF).await.is_ok());
+    no_zombies(server.pid());
+}
+
+#[tokio::test]
+async fn a_client_waiting_in_take_card_is_told_when_the_driver_dies() {
+    let server = Server::start(TWO_DRIVERS);
+    let mut holder = RawClient::ready(&server.socket).await;
+    let mut waiter = RawClient::ready(&server.socket).await;
+    let (a_driver, _, a_card) = reader(&mut holder, "A0").await;
+    let a_card = a_card.expect("card in A0");
+    assert_eq!(holder.take(a_card, Some(1000)).await, None);
+    let asked = waiter
+        .send(&TakeCard {
+            card_id: a_card,
+            timeout: Some(20_000),
+        })
+        .await;
+    // The take waits behind the holder.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs");
+    signal(a_pid, "KILL");
+
+    let started = Instant::now();
+    match waiter.response_to(asked).await {
+        ToClient::TakeCardResponse(r) => assert!(
+            matches!(
+                r.outcome.error,
+                Some(ErrorCode::DriverError | ErrorCode::CardRemoved)
+            ),
+            "got {r:?}"
+        ),
+        other => panic!("TakeCard answered {other:?}"),
+    }
+    // Told at once, not at the end of its 20 s wait.
+    assert!(started.elapsed() < Duration::from_secs(5));
     no_zombies(server.pid());
 }
 
@@ -589,4 +651,56 @@ server {
     let mut client = RawClient::ready(&server.socket).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(client.list_readers().await.readers.is_empty());
+}
+
+#[tokio::test]
+async fn a_driver_that_exits_on_its_own_is_restarted_and_its_reader_comes_back() {
+    // Each run lasts 1.5 s, longer than restartBackoffMax (400 ms): no failure, no give-up.
+    let (server, _scratch, starts) = start_faulty("exit", r#"exitAfter="1500""#, QUICK_RESTARTS);
+    let mut watcher = RawClient::ready(&server.socket).await;
+    watcher.subscribe(&["card:removed", "driver:down"]).await;
+    let mut client = RawClient::ready(&server.socket).await;
+    let (_, _, f_card) = reader(&mut client, "Faulty0").await;
+    let (b_driver, _, b_card) = reader(&mut client, "B0").await;
+    let f_card = f_card.expect("card in Faulty0");
+    let b_pid = driver_pid(server.pid(), &b_driver).expect("driver b runs");
+
+    // Its card is removed first, then the driver is reported down for having exited.
+    let card_text = f_card.to_string();
+    watcher
+        .notification("card", "removed", |d| {
+            d.get_char("cardId").ok() == Some(card_text.as_str())
+        })
+        .await;
+    let data = watcher
+        .notification("driver", "down", |d| {
+            d.get_char("driverName").ok() == Some("f")
+        })
+        .await;
+    assert!(
+        data.get_char("info").is_ok_and(|i| i.contains("exited")),
+        "{data:?}"
+    );
+    back_with_new_card(&mut client, "Faulty0", f_card).await;
+    let pids = logged_starts(&starts);
+    assert!(pids.len() >= 2, "restarted: {pids:?}");
+    eventually("the exited driver to be reaped", || async {
+        is_gone_or_not_child(server.pid(), pids[0]).then_some(())
+    })
+    .await;
+    // Restarted again and again (it is never given up), the other driver untouched.
+    eventually("a third start", || async {
+        (logged_starts(&starts).len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(driver_pid(server.pid(), &b_driver), Some(b_pid));
+    assert_eq!(reader(&mut client, "B0").await.2, b_card);
+    // An exited driver is reaped at once: no zombie stays (one may exist for an instant).
+    eventually("no zombies", || async {
+        children_of(server.pid())
+            .iter()
+            .all(|c| !c.is_zombie())
+            .then_some(())
+    })
+    .await;
 }
