@@ -88,6 +88,53 @@ async fn back_with_new_card(client: &mut RawClient, name: &str, old: CardId) -> 
     client.wait_for_card_where(name, |card| card != old).await
 }
 
+/// Waits until `watcher` (subscribed to `card:removed`) is told that `card` was removed.
+async fn card_removed_notified(watcher: &mut RawClient, card: CardId) {
+    let card_text = card.to_string();
+    watcher
+        .notification("card", "removed", |d| {
+            d.get_char("cardId").ok() == Some(card_text.as_str())
+        })
+        .await;
+}
+
+/// A command of `taker` on its removed `card` fails with code 7 or 8.
+async fn assert_card_gone(taker: &mut RawClient, card: CardId) {
+    let err = taker
+        .apdu(card, SELECT_MF)
+        .await
+        .expect_err("the card is gone");
+    assert!(
+        matches!(err, ErrorCode::CardRemoved | ErrorCode::DriverError),
+        "got {err:?}"
+    );
+}
+
+/// The server runs, and reader `name` is up with a card that can be taken and used; no
+/// zombies.
+async fn server_and_reader_are_fine(server: &mut Server, name: &str) {
+    assert!(server.is_running());
+    let mut client = RawClient::ready(&server.socket).await;
+    let (_, status, card) = reader(&mut client, name).await;
+    assert_eq!(status, ReaderStatus::Up);
+    let card = card.unwrap_or_else(|| panic!("card in {name}"));
+    assert_eq!(client.take(card, Some(1000)).await, None);
+    assert!(client.apdu(card, SELECT_MF).await.is_ok());
+    no_zombies(server.pid());
+}
+
+/// A new client, subscribed to `driver:error`, is told that driver `name` was given up.
+async fn given_up_is_notified(server: &Server, name: &str) {
+    let mut watcher = RawClient::ready(&server.socket).await;
+    watcher.subscribe(&["driver:error"]).await;
+    let data = watcher
+        .notification("driver", "error", |d| {
+            d.get_char("info").is_ok_and(|i| i.contains("given up"))
+        })
+        .await;
+    assert_eq!(data.get_char("driverName").ok(), Some(name));
+}
+
 fn no_zombies(server: u32) {
     let zombies: Vec<ChildProcess> = children_of(server)
         .into_iter()
@@ -115,20 +162,8 @@ async fn killed_driver_is_restarted_and_the_other_is_untouched() {
     signal(a_pid, "KILL");
 
     // Its card is removed, and the taker learns it.
-    let card_text = a_card.to_string();
-    watcher
-        .notification("card", "removed", |d| {
-            d.get_char("cardId").ok() == Some(card_text.as_str())
-        })
-        .await;
-    let err = taker
-        .apdu(a_card, SELECT_MF)
-        .await
-        .expect_err("the card is gone");
-    assert!(
-        matches!(err, ErrorCode::CardRemoved | ErrorCode::DriverError),
-        "got {err:?}"
-    );
+    card_removed_notified(&mut watcher, a_card).await;
+    assert_card_gone(&mut taker, a_card).await;
 
     // The driver comes back with its reader and a (new) card.
     let new_card = back_with_new_card(&mut taker, "A0", a_card).await;
@@ -162,20 +197,8 @@ async fn stopped_driver_is_detected_by_ping_and_restarted() {
 
     // The outage, as clients see it: the card is removed (notification), the taker's next
     // command fails with 7 or 8, and the other driver's card keeps working.
-    let card_text = a_card.to_string();
-    watcher
-        .notification("card", "removed", |d| {
-            d.get_char("cardId").ok() == Some(card_text.as_str())
-        })
-        .await;
-    let err = client
-        .apdu(a_card, SELECT_MF)
-        .await
-        .expect_err("the card is gone");
-    assert!(
-        matches!(err, ErrorCode::CardRemoved | ErrorCode::DriverError),
-        "got {err:?}"
-    );
+    card_removed_notified(&mut watcher, a_card).await;
+    assert_card_gone(&mut client, a_card).await;
     assert!(client.apdu(b_card, SELECT_MF).await.is_ok());
 
     let new_card = back_with_new_card(&mut client, "A0", a_card).await;
@@ -201,12 +224,11 @@ async fn a_client_waiting_in_take_card_is_told_when_the_driver_dies() {
     let (a_driver, _, a_card) = reader(&mut holder, "A0").await;
     let a_card = a_card.expect("card in A0");
     assert_eq!(holder.take(a_card, Some(1000)).await, None);
-    let asked = waiter
-        .send(&TakeCard {
-            card_id: a_card,
-            timeout: Some(20_000),
-        })
-        .await;
+    let take = TakeCard {
+        card_id: a_card,
+        timeout: Some(20_000),
+    };
+    let asked = waiter.send(&take).await;
     // The take waits behind the holder.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs");
@@ -288,14 +310,7 @@ driver {{
         drivers.display()
     );
     let mut server = Server::start(&config);
-    let mut watcher = RawClient::ready(&server.socket).await;
-    watcher.subscribe(&["driver:error"]).await;
-    let data = watcher
-        .notification("driver", "error", |d| {
-            d.get_char("info").is_ok_and(|i| i.contains("given up"))
-        })
-        .await;
-    assert_eq!(data.get_char("driverName").ok(), Some("junk"));
+    given_up_is_notified(&server, "junk").await;
 
     let starts = std::fs::read_to_string(scratch.path().join("starts")).expect("starts log");
     assert_eq!(starts.lines().count(), 3, "started: {starts}");
@@ -312,14 +327,7 @@ driver {{
     assert_eq!(again.lines().count(), 3);
 
     // The server and the other driver are fine.
-    assert!(server.is_running());
-    let mut client = RawClient::ready(&server.socket).await;
-    let (_, status, card) = reader(&mut client, "A0").await;
-    assert_eq!(status, ReaderStatus::Up);
-    let card = card.expect("card in A0");
-    assert_eq!(client.take(card, Some(1000)).await, None);
-    assert!(client.apdu(card, SELECT_MF).await.is_ok());
-    no_zombies(server.pid());
+    server_and_reader_are_fine(&mut server, "A0").await;
 }
 
 #[tokio::test]
@@ -446,10 +454,10 @@ fn faulty_driver_dir(dir: &Path) -> std::path::PathBuf {
 }
 
 /// A faulty driver "f" (mode `{mode}`, its extra keys `{extra}`, starts logged to
-/// `{starts}`) beside an emulated driver "b" (reader "B0" with a card); `{server}` holds
-/// the restart delays (see [`QUICK_RESTARTS`]) and other server keys, one a line. Quick
-/// pings.
-const FAULTY_AND_EMUL: &str = r#"
+/// `{starts}`); `{server}` holds the restart delays (see [`QUICK_RESTARTS`]) and other
+/// server keys, one a line. Quick pings. [`start_faulty`] adds driver "b" of
+/// [`TWO_DRIVERS`].
+const FAULTY_DRIVER: &str = r#"
 server {
   socket="{socket}"
   driverDir="{drivers}"
@@ -465,25 +473,20 @@ driver {
   starts="{starts}"
   {extra}
 }
-driver {
-  type="emul"
-  name="b"
-  controlSocket="{dir}/b.ctl"
-  reader {
-    name="B0"
-    slots="1"
-    card {
-      slot="0"
-      atr="3B8880010000000000000000"
-    }
-  }
-}
 "#;
+
+/// The group of driver "b" (reader "B0" with a card) in [`TWO_DRIVERS`].
+fn driver_b_group() -> &'static str {
+    let at = TWO_DRIVERS
+        .find("driver {\n  type=\"emul\"\n  name=\"b\"")
+        .expect("TWO_DRIVERS has driver b");
+    &TWO_DRIVERS[at..]
+}
 
 /// Restarts after 100 ms, at most 400 ms.
 const QUICK_RESTARTS: &str = "restartBackoff=\"100\"\nrestartBackoffMax=\"400\"";
 
-/// Starts chipcardd on [`FAULTY_AND_EMUL`]; also returns the scratch directory (kept alive)
+/// Starts chipcardd on [`FAULTY_DRIVER`] and driver "b"; also returns the scratch directory (kept alive)
 /// and the path of the faulty driver's start log.
 fn start_faulty(
     mode: &str,
@@ -493,7 +496,7 @@ fn start_faulty(
     let scratch = tempfile::tempdir().expect("temporary directory");
     let drivers = faulty_driver_dir(scratch.path());
     let starts = scratch.path().join("starts");
-    let config = FAULTY_AND_EMUL
+    let config = (FAULTY_DRIVER.to_owned() + driver_b_group())
         .replace("{drivers}", &drivers.display().to_string())
         .replace("{starts}", &starts.display().to_string())
         .replace("{mode}", mode)
@@ -545,20 +548,8 @@ async fn a_driver_that_answers_pings_but_not_a_card_command_is_torn_down_and_res
                 .is_ok_and(|i| i.contains("did not answer") && i.contains("request"))
         })
         .await;
-    let card_text = f_card.to_string();
-    watcher
-        .notification("card", "removed", |d| {
-            d.get_char("cardId").ok() == Some(card_text.as_str())
-        })
-        .await;
-    let err = taker
-        .apdu(f_card, SELECT_MF)
-        .await
-        .expect_err("the card is gone");
-    assert!(
-        matches!(err, ErrorCode::CardRemoved | ErrorCode::DriverError),
-        "got {err:?}"
-    );
+    card_removed_notified(&mut watcher, f_card).await;
+    assert_card_gone(&mut taker, f_card).await;
 
     // It is restarted (a new process; the old one killed and reaped) and its reader is back.
     back_with_new_card(&mut taker, "Faulty0", f_card).await;
@@ -585,28 +576,14 @@ async fn a_driver_that_exits_right_after_ready_is_given_up() {
         r#"exitAfter="100""#,
         "restartBackoff=\"300\"\nrestartBackoffMax=\"2000\"",
     );
-    let mut watcher = RawClient::ready(&server.socket).await;
-    watcher.subscribe(&["driver:error"]).await;
-    let data = watcher
-        .notification("driver", "error", |d| {
-            d.get_char("info").is_ok_and(|i| i.contains("given up"))
-        })
-        .await;
-    assert_eq!(data.get_char("driverName").ok(), Some("f"));
+    given_up_is_notified(&server, "f").await;
     assert_eq!(logged_starts(&starts).len(), 3);
     // Given up means no more starts.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(logged_starts(&starts).len(), 3);
 
     // The server and the other driver are fine.
-    assert!(server.is_running());
-    let mut client = RawClient::ready(&server.socket).await;
-    let (_, status, card) = reader(&mut client, "B0").await;
-    assert_eq!(status, ReaderStatus::Up);
-    let card = card.expect("card in B0");
-    assert_eq!(client.take(card, Some(1000)).await, None);
-    assert!(client.apdu(card, SELECT_MF).await.is_ok());
-    no_zombies(server.pid());
+    server_and_reader_are_fine(&mut server, "B0").await;
 }
 
 #[tokio::test]
@@ -660,18 +637,12 @@ async fn a_driver_that_exits_on_its_own_is_restarted_and_its_reader_comes_back()
     let mut watcher = RawClient::ready(&server.socket).await;
     watcher.subscribe(&["card:removed", "driver:down"]).await;
     let mut client = RawClient::ready(&server.socket).await;
-    let (_, _, f_card) = reader(&mut client, "Faulty0").await;
+    let f_card = client.card_in("Faulty0").await.expect("card in Faulty0");
     let (b_driver, _, b_card) = reader(&mut client, "B0").await;
-    let f_card = f_card.expect("card in Faulty0");
     let b_pid = driver_pid(server.pid(), &b_driver).expect("driver b runs");
 
     // Its card is removed first, then the driver is reported down for having exited.
-    let card_text = f_card.to_string();
-    watcher
-        .notification("card", "removed", |d| {
-            d.get_char("cardId").ok() == Some(card_text.as_str())
-        })
-        .await;
+    card_removed_notified(&mut watcher, f_card).await;
     let data = watcher
         .notification("driver", "down", |d| {
             d.get_char("driverName").ok() == Some("f")
