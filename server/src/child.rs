@@ -378,14 +378,15 @@ impl<Resp> Pending<Resp> {
         waiting.answer.give(Ok(msg));
     }
 
-    /// Answers `Timeout` to the requests whose deadline has passed.
-    pub fn expire(&mut self, now: Instant) {
+    /// Answers `Timeout` to the requests whose deadline has passed; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
         let expired: Vec<u32> = self
             .calls
             .iter()
             .filter(|(_, waiting)| waiting.deadline <= now)
             .map(|(&msg_id, _)| msg_id)
             .collect();
+        let count = expired.len();
         for msg_id in expired {
             if let Some(waiting) = self.calls.remove(&msg_id) {
                 debug!(msg_id, "request timed out");
@@ -393,6 +394,7 @@ impl<Resp> Pending<Resp> {
             }
         }
         self.next_expiry = self.calls.values().map(|waiting| waiting.deadline).min();
+        count
     }
 
     /// Fails every waiting request with `Gone`.
@@ -524,7 +526,7 @@ mod tests {
         pending.answer(3, incoming(&garbage), |why| bad(format!("bad: {why}")));
         pending.answer(99, response(), bad);
 
-        pending.expire(Instant::now());
+        assert_eq!(pending.expire(Instant::now()), 1);
         assert!(pending.next_expiry.is_some_and(|at| at > Instant::now()));
         pending.fail_all();
         assert!(pending.is_empty());

@@ -11,8 +11,11 @@
 //! Limits: at most `maxRequestsPerClient` requests of one client are in progress at once;
 //! while that many are, the client's socket is not read (back-pressure, nothing is
 //! refused). A client that stops in the middle of a frame for `clientIdleTimeout`, or
-//! leaves its full queue of answers unread that long, is disconnected. A client that is
-//! idle between frames is never timed out.
+//! leaves its full queue of answers unread that long, is disconnected. A connection that
+//! has not sent `ClientReady` within `clientReadyTimeout` (default 10 s) is answered `Error`
+//! code 12 and closed, so silent connections cannot hold the `maxClients` places. A ready
+//! client that is idle between frames is never timed out (libchipcard clients keep their
+//! connection open for as long as they run).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,8 +65,14 @@ pub async fn refuse(stream: UnixStream, why: &str) {
 }
 
 /// Serves one client until it disconnects, breaks the protocol, or the server stops.
-/// `slot` is the client's place under `maxClients`, freed when it leaves.
-pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphorePermit) {
+/// `slot` is the client's place under `maxClients`, freed when it leaves; `ready_limit` is
+/// how long it may take to send `ClientReady` (zero: no limit).
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: UnixStream,
+    slot: OwnedSemaphorePermit,
+    ready_limit: Duration,
+) {
     let _slot = slot;
     let closing = CancellationToken::new();
     let (outbox, rx) = Outbox::new(closing.clone());
@@ -91,7 +100,7 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphore
         let stream = FramedRead::with_capacity(read_half, Codec::new(), BUFFER);
         let stall = shared.settings.client_idle_timeout;
         let writer = tokio::spawn(write_loop(sink, rx, closing.clone(), stall).in_current_span());
-        read_loop(&shared, client, stream, &outbox).await;
+        read_loop(&shared, client, stream, &outbox, ready_limit).await;
         crate::service_requests::client_gone(&shared, client);
         let resets = shared.lock().remove_client(client);
         // At shutdown the drivers are stopping: nobody is left to hand the cards to.
@@ -114,7 +123,13 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, slot: OwnedSemaphore
     .await
 }
 
-async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, outbox: &Outbox) {
+async fn read_loop(
+    shared: &Arc<Shared>,
+    client: ClientId,
+    mut stream: Reader,
+    outbox: &Outbox,
+    ready_limit: Duration,
+) {
     let mut order = IdOrder::new();
     let stall = shared.settings.client_idle_timeout;
     let requests = Arc::new(Semaphore::new(
@@ -127,13 +142,29 @@ async fn read_loop(shared: &Arc<Shared>, client: ClientId, mut stream: Reader, o
     // Made once, not per request: each would register a waiter anew.
     let closing = outbox.closing().cancelled();
     let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(closing, shutdown);
+    // Until `ClientReady` has come (or without a limit), the deadline is not watched.
+    let mut ready_watched = !ready_limit.is_zero();
+    let ready_deadline = tokio::time::sleep(ready_limit);
+    tokio::pin!(closing, shutdown, ready_deadline);
     loop {
         let item = tokio::select! {
             biased;
             _ = &mut closing => return,
             _ = &mut shutdown => return,
             item = stream.next() => item,
+            () = &mut ready_deadline, if ready_watched => {
+                ready_watched = false;
+                if !shared.lock().is_ready(client) {
+                    let ms = ready_limit.as_millis() as u64;
+                    info!(limit_ms = ms, "no ClientReady in time; closing");
+                    outbox.queue(None, ErrorResponse::new(
+                        ErrorCode::NotReady,
+                        format!("no ClientReady within {ms} ms"),
+                    ).into());
+                    return;
+                }
+                continue;
+            }
             _ = check.tick() => {
                 // `next` is cancel safe: the bytes read so far stay in the buffer.
                 let len = stream.read_buffer().len();

@@ -5,7 +5,7 @@
 //!          driverStartTimeout="10000" pingInterval="5000" pingTimeout="5000"
 //!          commandTimeout="60000" restartBackoff="1000" restartBackoffMax="60000"
 //!          restartMaxFailures="5" maxClients="256" maxRequestsPerClient="64"
-//!          clientIdleTimeout="30000" }
+//!          clientIdleTimeout="30000" clientReadyTimeout="10000" }
 //! cardDir="/etc/chipcard/cards"
 //! driver { type="emul" name="..." vars { ... } reader { ... } }   # repeated
 //! service { type="cardinfo" name="..." flags="autoload", "silent" idleTimeout="60000" ... }
@@ -72,7 +72,8 @@ pub struct ServerConfig {
     pub restart_backoff: Duration,
     /// `restartBackoffMax` (ms): the longest restart delay (the delay doubles up to it).
     pub restart_backoff_max: Duration,
-    /// `restartMaxFailures`: failed starts in a row after which a driver is given up.
+    /// `restartMaxFailures`: failures in a row (failed starts, or runs shorter than
+    /// `restartBackoffMax`) after which a driver is given up.
     pub restart_max_failures: u32,
     /// `maxClients`: connections served at once; more are answered `Error` 1 and closed.
     pub max_clients: usize,
@@ -82,6 +83,9 @@ pub struct ServerConfig {
     /// `clientIdleTimeout` (ms): how long a client may stall in the middle of a frame, or
     /// leave its full queue of answers unread, before it is disconnected.
     pub client_idle_timeout: Duration,
+    /// `clientReadyTimeout` (ms): how long a new connection may take to send `ClientReady`
+    /// before it is answered `Error` 12 and closed; zero = no limit.
+    pub client_ready_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             max_clients: 256,
             max_requests_per_client: 64,
             client_idle_timeout: Duration::from_millis(30_000),
+            client_ready_timeout: Duration::from_millis(10_000),
         }
     }
 }
@@ -241,6 +246,7 @@ const SERVER_KEYS: &[&str] = &[
     "maxClients",
     "maxRequestsPerClient",
     "clientIdleTimeout",
+    "clientReadyTimeout",
 ];
 
 impl Config {
@@ -378,6 +384,12 @@ impl ServerConfig {
                 "clientIdleTimeout",
                 defaults.client_idle_timeout,
                 false,
+            )?,
+            client_ready_timeout: millis(
+                g,
+                "clientReadyTimeout",
+                defaults.client_ready_timeout,
+                true,
             )?,
         })
     }
@@ -562,6 +574,7 @@ mod tests {
     fn empty_document_gives_defaults() {
         let c = Config::from_group(&doc()).expect("valid");
         assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.server.client_ready_timeout, Duration::from_secs(10));
         assert!(c.drivers.is_empty());
         assert_eq!(c.card_dir, None);
     }
@@ -574,7 +587,8 @@ mod tests {
             .with_char("socketGroup", "scard")
             .with_char("driverDir", "/usr/lib/chipcard")
             .with_int("driverStartTimeout", 2000)
-            .with_char("pingInterval", "0");
+            .with_char("pingInterval", "0")
+            .with_char("clientReadyTimeout", "0");
         let c = Config::from_group(&doc().with_group(server).with_char("cardDir", "/c"))
             .expect("valid");
         assert_eq!(c.server.socket, Some(PathBuf::from("/tmp/x.sock")));
@@ -586,6 +600,7 @@ mod tests {
         );
         assert_eq!(c.server.driver_start_timeout, Duration::from_secs(2));
         assert_eq!(c.server.ping_interval, Duration::ZERO);
+        assert_eq!(c.server.client_ready_timeout, Duration::ZERO);
         assert_eq!(c.card_dir, Some(PathBuf::from("/c")));
     }
 

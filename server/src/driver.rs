@@ -6,6 +6,10 @@
 //! request carries its answer callback, and the connection loop calls it when the response
 //! arrives, when the request's time is up, or when the driver goes away.
 //!
+//! A driver that misses a ping (`pingTimeout`) or leaves a request unanswered past
+//! `commandTimeout` is taken as hung: its connection ends, its readers go down, its cards
+//! are removed, and the supervisor kills and restarts it.
+//!
 //! Writes are buffered ([`crate::child::Conn`]): requests that arrive together go out in
 //! one write. The loop never waits for a write to finish: a driver that is slow to read
 //! cannot stop the loop from reading its responses or timing requests out.
@@ -58,6 +62,9 @@ pub enum Ending {
     Protocol(String),
     /// The driver did not answer a ping in time.
     Hung,
+    /// The driver did not answer this many requests (`CardCommand`, `ResetCard`) within
+    /// `commandTimeout`: it is taken as hung.
+    Unanswered(usize),
 }
 
 impl std::fmt::Display for Ending {
@@ -68,6 +75,9 @@ impl std::fmt::Display for Ending {
             Ending::Closed => f.write_str("driver closed its connection"),
             Ending::Protocol(e) => write!(f, "driver broke the protocol: {e}"),
             Ending::Hung => f.write_str("driver did not answer a ping in time"),
+            Ending::Unanswered(count) => {
+                write!(f, "driver did not answer {count} request(s) in time")
+            }
         }
     }
 }
@@ -180,7 +190,10 @@ impl DriverProcess {
         } else {
             let why = ending.to_string();
             let mut reg = shared.lock();
-            if matches!(ending, Ending::Hung | Ending::Protocol(_)) {
+            if matches!(
+                ending,
+                Ending::Hung | Ending::Unanswered(_) | Ending::Protocol(_)
+            ) {
                 reg.driver_error(id, &why);
             }
             reg.driver_down(id, &why);
@@ -305,7 +318,12 @@ impl DriverProcess {
                     if ping.is_some_and(|(_, at)| at <= now) {
                         return Ending::Hung;
                     }
-                    pending.expire(now);
+                    // The callers are answered `Timeout` first (code 6), then the driver
+                    // is torn down like one that misses a ping.
+                    let expired = pending.expire(now);
+                    if expired > 0 {
+                        return Ending::Unanswered(expired);
+                    }
                 }
                 // Last: only when nothing else is ready, so requests that came together
                 // leave in one write.

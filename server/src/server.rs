@@ -37,7 +37,8 @@ pub struct Settings {
     pub restart_backoff: Duration,
     /// The longest restart delay.
     pub restart_backoff_max: Duration,
-    /// Failed starts in a row after which a driver is given up.
+    /// Failures in a row (failed starts, runs shorter than `restart_backoff_max`) after
+    /// which a driver is given up.
     pub restart_max_failures: u32,
     /// Requests of one client in progress at once.
     pub max_requests_per_client: usize,
@@ -96,13 +97,19 @@ impl std::fmt::Debug for Setup {
 }
 
 /// Accepts clients, one task each, until `stop` completes. Over `maxClients` a new
-/// connection is answered `Error` (code 1, "too many clients") and closed.
+/// connection is answered `Error` (code 1, "too many clients") and closed; a connection
+/// that sends no `ClientReady` within `clientReadyTimeout` is closed (see
+/// [`crate::client`]).
 async fn accept_until(
     shared: &Arc<Shared>,
     socket: &BoundSocket,
-    max_clients: usize,
+    limits: ClientLimits,
     stop: impl Future<Output = ()>,
 ) {
+    let ClientLimits {
+        max_clients,
+        ready_timeout,
+    } = limits;
     tokio::pin!(stop);
     let slots = Arc::new(Semaphore::new(max_clients));
     loop {
@@ -111,7 +118,12 @@ async fn accept_until(
             accepted = socket.listener.accept() => match accepted {
                 Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        tokio::spawn(crate::client::serve(shared.clone(), stream, slot));
+                        tokio::spawn(crate::client::serve(
+                            shared.clone(),
+                            stream,
+                            slot,
+                            ready_timeout,
+                        ));
                     }
                     Err(_) => {
                         warn!(max_clients, "too many clients; refusing a connection");
@@ -353,7 +365,16 @@ pub struct Server {
     socket: BoundSocket,
     drivers: Vec<(DriverId, DriverConfig)>,
     services: Vec<(ServiceId, ServiceConfig)>,
+    clients: ClientLimits,
+}
+
+/// The limits on client connections that the accept loop applies.
+#[derive(Debug, Clone, Copy)]
+struct ClientLimits {
+    /// `maxClients`.
     max_clients: usize,
+    /// `clientReadyTimeout` (zero: none).
+    ready_timeout: Duration,
 }
 
 impl Server {
@@ -408,7 +429,10 @@ impl Server {
             socket,
             drivers,
             services,
-            max_clients: server_config.max_clients,
+            clients: ClientLimits {
+                max_clients: server_config.max_clients,
+                ready_timeout: server_config.client_ready_timeout,
+            },
         })
     }
 
@@ -436,7 +460,7 @@ impl Server {
             socket,
             drivers,
             services,
-            max_clients,
+            clients,
         } = self;
         let mut units = Units {
             drivers: Vec::new(),
@@ -472,7 +496,7 @@ impl Server {
             if let Some(ready) = ready {
                 ready();
             }
-            accept_until(&shared, &socket, max_clients, stop).await;
+            accept_until(&shared, &socket, clients, stop).await;
         }
         info!("shutting down");
         shared.shutdown.cancel();

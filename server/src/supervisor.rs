@@ -1,8 +1,10 @@
 //! Keeping a configured driver or service running: start, register, serve, and restart
 //! with exponential backoff (`restartBackoff`, default 1 s, doubling to
 //! `restartBackoffMax`, default 60 s) when it exits, closes its connection, sends garbage,
-//! fails to get ready or stops answering pings. After `restartMaxFailures` (default 5)
-//! failed starts in a row it gives up and says so (`driver:error` for a driver).
+//! fails to get ready or stops answering. After `restartMaxFailures` (default 5) failures
+//! in a row it gives up and says so (`driver:error` for a driver). A failure is a start
+//! that never got ready, or a run that ended less than `restartBackoffMax` after it was
+//! started: a driver that gets ready and dies at once is not restarted forever.
 //!
 //! [`keep_running`] is the loop both share; a [`Supervised`] unit says how one run goes
 //! (drivers: [`supervise`] here; services: [`crate::service::supervise`]).
@@ -64,8 +66,9 @@ pub async fn keep_running<U: Supervised>(
     let kind = unit.kind();
     let first_backoff = settings.restart_backoff;
     let max_backoff = settings.restart_backoff_max.max(first_backoff);
-    let max_failed_starts = settings.restart_max_failures.max(1);
-    let mut failed_starts = 0;
+    let max_failures = settings.restart_max_failures.max(1);
+    // Failed starts and short runs in a row.
+    let mut failures = 0;
     let mut backoff = first_backoff;
     loop {
         let started = Instant::now();
@@ -75,29 +78,38 @@ pub async fn keep_running<U: Supervised>(
                 return;
             }
             Run::Idle => {
-                failed_starts = 0;
+                failures = 0;
                 backoff = first_backoff;
                 continue;
             }
             Run::FailedStart(why) => {
-                failed_starts += 1;
-                error!(attempt = failed_starts, error = %why, "{kind} failed to start");
+                failures += 1;
+                error!(attempt = failures, error = %why, "{kind} failed to start");
                 unit.failed_start(&why);
                 why
             }
             Run::Ended(why) => {
-                failed_starts = 0;
-                if started.elapsed() >= max_backoff {
+                let ran = started.elapsed();
+                if ran >= max_backoff {
+                    failures = 0;
                     backoff = first_backoff;
+                } else {
+                    failures += 1;
                 }
-                warn!(reason = %why, "{kind} stopped");
+                warn!(
+                    reason = %why,
+                    ran_ms = ran.as_millis() as u64,
+                    attempt = failures,
+                    "{kind} stopped"
+                );
                 why
             }
         };
-        if failed_starts >= max_failed_starts {
-            error!("{kind} failed to start {max_failed_starts} times in a row; giving up");
+        if failures >= max_failures {
+            error!("{kind} failed {max_failures} times in a row; giving up");
             unit.given_up(&format!(
-                "failed to start {max_failed_starts} times in a row; given up"
+                "failed {max_failures} times in a row (failed to start or ended within \
+                 restartBackoffMax); given up"
             ));
             return;
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chipcard_ipc::message::{CommandCard, ToClient};
 use chipcard_ipc::{CardId, ErrorCode};
-use chipcard_tests::procs::{live_children, signal};
+use chipcard_tests::procs::{driver_pid, live_children, signal};
 use chipcard_tests::{bin, RawClient, Server, TIMEOUT};
 
 const DRIVER_A: &str = r#"
@@ -256,4 +256,68 @@ async fn socket_activation_refuses_a_descriptor_that_is_not_a_listening_socket()
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("fd 3 is not a socket"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sighup_restarts_only_a_driver_whose_group_changed() {
+    let server = Server::start(&format!("{}{DRIVER_A}{DRIVER_B}", server_group("{socket}")));
+    let mut holder = RawClient::ready(&server.socket).await;
+    let a_card = holder.card_in("A0").await.expect("card in A0");
+    let b_card = holder.card_in("B0").await.expect("card in B0");
+    assert_eq!(holder.take(b_card, Some(1000)).await, None);
+    let driver_of = |name: &str, readers: &[chipcard_ipc::message::ReaderInfo]| {
+        readers
+            .iter()
+            .find(|r| r.reader_name == name)
+            .map(|r| r.driver_id.to_string())
+            .unwrap_or_else(|| panic!("no reader {name}"))
+    };
+    let readers = holder.list_readers().await.readers;
+    let (a_driver, b_driver) = (driver_of("A0", &readers), driver_of("B0", &readers));
+    let a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs");
+    let b_pid = driver_pid(server.pid(), &b_driver).expect("driver b runs");
+
+    // Driver a's group changes (a driver variable); b's does not.
+    let changed_a = DRIVER_A.replace(
+        "  reader {",
+        "  vars {\n    vendor=\"changed\"\n  }\n  reader {",
+    );
+    let socket = server.socket.display().to_string();
+    std::fs::write(
+        server.dir.path().join("chipcardd.conf"),
+        format!("{}{changed_a}{DRIVER_B}", server_group(&socket)),
+    )
+    .expect("rewrite config");
+    signal(server.pid(), "HUP");
+
+    // a is restarted: a new process under the same driver id, its card under a new id.
+    let deadline = Instant::now() + TIMEOUT;
+    let new_a_card = loop {
+        if let Some(card) = holder.card_in("A0").await.filter(|c| *c != a_card) {
+            break card;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A0 did not come back after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let readers = holder.list_readers().await.readers;
+    assert_eq!(driver_of("A0", &readers), a_driver);
+    let new_a_pid = driver_pid(server.pid(), &a_driver).expect("driver a runs again");
+    assert_ne!(new_a_pid, a_pid);
+    assert!(!live_children(server.pid()).contains(&a_pid), "old a left");
+    assert_eq!(
+        select_mf(&mut holder, a_card).await,
+        Some(ErrorCode::CardRemoved)
+    );
+
+    // b was not touched: same process, same card, still held and usable.
+    assert_eq!(driver_pid(server.pid(), &b_driver), Some(b_pid));
+    assert_eq!(holder.card_in("B0").await, Some(b_card));
+    assert_eq!(select_mf(&mut holder, b_card).await, None);
+    let mut other = RawClient::ready(&server.socket).await;
+    assert_eq!(other.take(b_card, Some(100)).await, Some(ErrorCode::Busy));
+    assert_eq!(other.take(new_a_card, Some(1000)).await, None);
+    assert_eq!(select_mf(&mut other, new_a_card).await, None);
 }

@@ -851,3 +851,47 @@ async fn a_silent_service_sends_no_notifications() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_service_that_crashes_mid_command_answers_8_and_starts_again_at_the_next_open()
+{
+    let mut server = start_with_echo();
+    let mut client = RawClient::ready(&server.socket).await;
+    let (service, context, r) = open_ok(&mut client, "echo").await;
+    assert!(r.service_flags.is_empty(), "{:?}", r.service_flags);
+    let pid = pid_of_service(&server, service).expect("the service runs");
+
+    // The command in flight when the process dies: code 8.
+    let exit = Group::new("command").with_char("name", "Exit");
+    let r = command(&mut client, service, context, exit).await;
+    assert_eq!(
+        r.outcome.error,
+        Some(ErrorCode::DriverError),
+        "{:?}",
+        r.outcome
+    );
+    // The context is lost with the process.
+    let echo = Group::new("command").with_char("name", "Echo");
+    let r = command(&mut client, service, context, echo.clone()).await;
+    assert_eq!(r.outcome.error, Some(ErrorCode::DriverError));
+    assert!(r.outcome.text.contains("lost"), "{}", r.outcome.text);
+
+    // Not autoloaded: the next open starts it again, a new process that answers.
+    let (_, fresh, _) = open_ok(&mut client, "echo").await;
+    let new_pid = pid_of_service(&server, service).expect("started again");
+    assert_ne!(new_pid, pid);
+    // The crashed process was reaped.
+    let deadline = Instant::now() + TIMEOUT;
+    while children_of(server.pid()).iter().any(|c| c.pid == pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the crashed service was not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(command(&mut client, service, fresh, echo)
+        .await
+        .outcome
+        .is_ok());
+    assert!(server.is_running());
+}

@@ -1,7 +1,8 @@
 //! `chipcard-service-echo`: the end-to-end tests' service, written on `chipcard-service` as
 //! docs/services.md shows. `Echo` answers with what chipcardd told the service about the
 //! caller (client id, application, user) and the card it added, so that the tests can check
-//! what a service is given; anything else is answered code 5.
+//! what a service is given. `Exit` makes the process exit at once with status 3, without an
+//! answer (a crash in the middle of a command). Anything else is answered code 5.
 #![forbid(unsafe_code)]
 
 use chipcard_ipc::Group;
@@ -28,6 +29,7 @@ impl Service for Echo {
                 }
                 Ok(Reply::new("EchoResponse", data))
             }
+            "Exit" => std::process::exit(3),
             other => Err(ServiceError::not_supported(format!("no command '{other}'"))),
         }
     }
