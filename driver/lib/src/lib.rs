@@ -78,8 +78,10 @@ mod args;
 mod backend;
 mod error;
 mod reader;
+mod request;
 mod serve;
 mod watch;
+mod workers;
 mod writer;
 
 use std::process::ExitCode;
@@ -87,7 +89,7 @@ use std::process::ExitCode;
 use tracing::info_span;
 
 pub use args::Args;
-pub use backend::{Backend, Event, EventReceiver, EventSink};
+pub use backend::{Backend, CardIo, Event, EventReceiver, EventSink};
 pub use chipcard_child::{adopt_ipc_fd, init_logging};
 pub use error::{DriverError, Error, Result};
 pub use serve::{serve, Exit, STOP_TIMEOUT};
