@@ -199,16 +199,11 @@ fn watch(inner: &Inner, reader: &Reader, writer: &Writer) {
                         }
                         None
                     }
-                    Incoming::Message(message) if told_to_stop.is_none() => {
-                        match (workers, other_reader(&message, busy_reader)) {
-                            (Some(workers), Some(request)) => {
-                                match workers.hand_over(message.id, request) {
-                                    Ok(()) => None,
-                                    Err(_) => Some(Incoming::Message(message)),
-                                }
-                            }
-                            _ => Some(Incoming::Message(message)),
-                        }
+                    Incoming::Message(message)
+                        if told_to_stop.is_none()
+                            && handed_over(workers, &message, busy_reader) =>
+                    {
+                        None
                     }
                     other => {
                         if told_to_stop.is_none() {
@@ -249,6 +244,16 @@ fn stop_request(item: &Incoming) -> Option<u8> {
         Incoming::End(None) => Some(EXIT_OK),
         _ => None,
     }
+}
+
+/// Hands `message` to its reader's worker when it is a card request for another reader
+/// than `busy_reader` (the busy reader plus one, zero for none); whether it did.
+fn handed_over(workers: Option<&Arc<Workers>>, message: &FromServer, busy_reader: u64) -> bool {
+    let Some(workers) = workers else {
+        return false;
+    };
+    other_reader(message, busy_reader)
+        .is_some_and(|request| workers.hand_over(message.id, request).is_ok())
 }
 
 /// The card request `message` is, when it is one for another reader than `busy_reader`

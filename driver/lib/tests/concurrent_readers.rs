@@ -136,7 +136,9 @@ impl Server {
     }
 
     fn open(&self, reader: usize) {
-        self.gates[reader].send(()).expect("backend waits at the gate");
+        self.gates[reader]
+            .send(())
+            .expect("backend waits at the gate");
     }
 
     async fn stop(mut self) {
