@@ -6,6 +6,7 @@
 //! requests queued (so one reader's requests stay in order). Otherwise the IPC thread serves
 //! them inline, which is cheaper: the check costs one atomic load while no worker has work.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -85,19 +86,15 @@ impl Workers {
     pub(crate) fn hand_over(&self, refid: u32, request: CardRequest) -> Result<(), CardRequest> {
         let reader = request.reader();
         let mut lanes = self.lanes();
-        if !lanes.contains_key(&reader) {
-            match self.spawn(reader) {
-                Ok(lane) => {
-                    lanes.insert(reader, lane);
-                }
+        let lane = match lanes.entry(reader) {
+            Entry::Occupied(lane) => lane.into_mut(),
+            Entry::Vacant(place) => match self.spawn(reader) {
+                Ok(lane) => place.insert(lane),
                 Err(e) => {
                     warn!(%reader, error = %e, "cannot start a reader worker");
                     return Err(request);
                 }
-            }
-        }
-        let Some(lane) = lanes.get(&reader) else {
-            return Err(request);
+            },
         };
         lane.pending.fetch_add(1, Ordering::SeqCst);
         self.pending.fetch_add(1, Ordering::SeqCst);

@@ -17,6 +17,9 @@ use tokio::task::JoinHandle;
 /// Blocks its reader's call until the test opens the reader's gate.
 const APDU_SLOW: &[u8] = &[0x00, 0xFF, 0x00, 0x00];
 
+/// Panics in the backend.
+const APDU_PANIC: &[u8] = &[0x00, 0xEE, 0x00, 0x00];
+
 /// How soon a request for a free reader is answered while another reader is busy.
 const PROMPT: Duration = Duration::from_millis(300);
 
@@ -31,6 +34,9 @@ impl CardIo for Gated {
             .ok()
             .and_then(|r| self.gates.get(r))
             .ok_or_else(|| DriverError::not_found("no such reader"))?;
+        if apdu == APDU_PANIC {
+            panic!("backend bug");
+        }
         if apdu == APDU_SLOW {
             gate.lock()
                 .expect("lock")
@@ -196,4 +202,24 @@ async fn a_reader_whose_worker_is_busy_keeps_its_order() {
     server.answered(slow1, APDU_SLOW).await;
     server.answered(after, &[0x00, 0xB0, 0x00, 0x04]).await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panic_on_a_worker_is_answered_and_ends_the_driver() {
+    let mut server = running_driver().await;
+    let slow = server.send_apdu(0, APDU_SLOW).await;
+    let bug = server.send_apdu(1, APDU_PANIC).await;
+    let (env, msg) = server.link.recv().await;
+    assert_eq!(env.refid, Some(bug), "{msg:?}");
+    let FromDriver::CardCommandResponse(r) = msg else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(r.outcome.error, Some(chipcard_ipc::ErrorCode::DriverError));
+    server.open(0);
+    server.answered(slow, APDU_SLOW).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), server.driver)
+        .await
+        .expect("driver ends in time")
+        .expect("driver task did not panic");
+    assert!(matches!(result, Err(Error::BackendGone)), "{result:?}");
 }
