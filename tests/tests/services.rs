@@ -716,7 +716,7 @@ fn pid_of_service(server: &Server, id: ServiceId) -> Option<u32> {
     let id = id.to_string();
     children_of(server.pid())
         .into_iter()
-        .find(|c| !c.is_zombie() && c.cmdline.iter().any(|a| *a == id))
+        .find(|c| !c.is_zombie() && c.cmdline.contains(&id))
         .map(|c| c.pid)
 }
 
