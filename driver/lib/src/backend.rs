@@ -54,9 +54,7 @@ pub trait Backend: Send + 'static {
         apdu: &[u8],
     ) -> Result<Vec<u8>, DriverError> {
         let _ = (slot, apdu);
-        Err(DriverError::not_supported(format!(
-            "reader {reader} takes no reader commands"
-        )))
+        Err(no_reader_commands(reader))
     }
 
     /// Resets the card in `slot` of `reader` and returns its answer to reset.
@@ -85,20 +83,17 @@ pub trait CardIo: Send + Sync + 'static {
     fn transmit(&self, reader: ReaderId, slot: i32, apdu: &[u8]) -> Result<Vec<u8>, DriverError>;
 
     /// As [`Backend::reader_command`]; the default answers "not supported".
-    fn reader_command(
-        &self,
-        reader: ReaderId,
-        slot: i32,
-        apdu: &[u8],
-    ) -> Result<Vec<u8>, DriverError> {
-        let _ = (slot, apdu);
-        Err(DriverError::not_supported(format!(
-            "reader {reader} takes no reader commands"
-        )))
+    fn reader_command(&self, reader: ReaderId, _: i32, _: &[u8]) -> Result<Vec<u8>, DriverError> {
+        Err(no_reader_commands(reader))
     }
 
     /// As [`Backend::reset`].
     fn reset(&self, reader: ReaderId, slot: i32) -> Result<Vec<u8>, DriverError>;
+}
+
+/// The answer of a reader that takes no reader commands.
+fn no_reader_commands(reader: ReaderId) -> DriverError {
+    DriverError::not_supported(format!("reader {reader} takes no reader commands"))
 }
 
 /// Something a backend reports without being asked (PROTOCOL §5 driver events).

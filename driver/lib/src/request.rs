@@ -11,16 +11,23 @@ use crate::error::DriverError;
 
 /// A request for a card (or its reader).
 #[derive(Debug, Clone)]
-pub(crate) enum CardRequest {
-    /// `CardCommand`: an APDU for the card, or for the reader with `target="reader"`.
-    Command {
-        reader: ReaderId,
-        slot: i32,
-        to_reader: bool,
-        apdu: Bytes,
-    },
+pub(crate) struct CardRequest {
+    op: Op,
+    reader: ReaderId,
+    slot: i32,
+    /// The command APDU (empty for a reset).
+    apdu: Bytes,
+}
+
+/// What a [`CardRequest`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `CardCommand` for the card.
+    Transmit,
+    /// `CardCommand` with `target="reader"`.
+    ReaderCommand,
     /// `ResetCard`.
-    Reset { reader: ReaderId, slot: i32 },
+    Reset,
 }
 
 /// The answer to a [`CardRequest`].
@@ -34,18 +41,27 @@ impl CardRequest {
     /// The card request a server message is, if it is one.
     pub(crate) fn from_message(message: &ToDriver) -> Option<CardRequest> {
         match message {
-            ToDriver::CardCommand(command) => Some(CardRequest::Command {
-                reader: command.reader_id,
-                slot: command.slot,
-                to_reader: command
+            ToDriver::CardCommand(command) => {
+                let to_reader = command
                     .target
                     .as_deref()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("reader")),
-                apdu: command.data.clone(),
-            }),
-            ToDriver::ResetCard(reset) => Some(CardRequest::Reset {
+                    .is_some_and(|t| t.eq_ignore_ascii_case("reader"));
+                Some(CardRequest {
+                    op: if to_reader {
+                        Op::ReaderCommand
+                    } else {
+                        Op::Transmit
+                    },
+                    reader: command.reader_id,
+                    slot: command.slot,
+                    apdu: command.data.clone(),
+                })
+            }
+            ToDriver::ResetCard(reset) => Some(CardRequest {
+                op: Op::Reset,
                 reader: reset.reader_id,
                 slot: reset.slot,
+                apdu: Bytes::new(),
             }),
             _ => None,
         }
@@ -53,83 +69,68 @@ impl CardRequest {
 
     /// The reader the request is for.
     pub(crate) fn reader(&self) -> ReaderId {
-        match self {
-            CardRequest::Command { reader, .. } | CardRequest::Reset { reader, .. } => *reader,
-        }
+        self.reader
     }
 
     /// Serves the request with the backend itself.
     pub(crate) fn call_backend<B: Backend>(&self, backend: &mut B) -> Result<Vec<u8>, DriverError> {
-        self.log_command();
-        match self {
-            CardRequest::Command {
-                reader,
-                slot,
-                to_reader: true,
-                apdu,
-            } => backend.reader_command(*reader, *slot, apdu),
-            CardRequest::Command {
-                reader, slot, apdu, ..
-            } => backend.transmit(*reader, *slot, apdu),
-            CardRequest::Reset { reader, slot } => backend.reset(*reader, *slot),
+        let (reader, slot, apdu) = self.log_command();
+        match self.op {
+            Op::Transmit => backend.transmit(reader, slot, apdu),
+            Op::ReaderCommand => backend.reader_command(reader, slot, apdu),
+            Op::Reset => backend.reset(reader, slot),
         }
     }
 
     /// Serves the request with the backend's concurrent card I/O.
     pub(crate) fn call_io(&self, io: &dyn CardIo) -> Result<Vec<u8>, DriverError> {
-        self.log_command();
-        match self {
-            CardRequest::Command {
-                reader,
-                slot,
-                to_reader: true,
-                apdu,
-            } => io.reader_command(*reader, *slot, apdu),
-            CardRequest::Command {
-                reader, slot, apdu, ..
-            } => io.transmit(*reader, *slot, apdu),
-            CardRequest::Reset { reader, slot } => io.reset(*reader, *slot),
+        let (reader, slot, apdu) = self.log_command();
+        match self.op {
+            Op::Transmit => io.transmit(reader, slot, apdu),
+            Op::ReaderCommand => io.reader_command(reader, slot, apdu),
+            Op::Reset => io.reset(reader, slot),
         }
     }
 
     /// The response to the request, from the backend call's result.
     pub(crate) fn answer(&self, result: Result<Vec<u8>, DriverError>) -> CardAnswer {
-        match (self, result) {
-            (CardRequest::Command { reader, slot, .. }, Ok(rapdu)) => {
-                trace!(%reader, slot, rapdu = %hex::encode_upper(&rapdu), "R-APDU");
-                CardAnswer::Command(CardCommandResponse {
-                    outcome: Outcome::ok("ok"),
-                    data: Some(Bytes::from(rapdu)),
-                })
-            }
-            (CardRequest::Command { reader, slot, .. }, Err(e)) => {
-                debug!(%reader, slot, error = %e, "transmit failed");
-                CardAnswer::Command(CardCommandResponse {
-                    outcome: Outcome::failed(e.code, e.text),
-                    data: None,
-                })
-            }
-            (CardRequest::Reset { .. }, Ok(atr)) => CardAnswer::Reset(ResetCardResponse {
+        let (reader, slot) = (self.reader, self.slot);
+        match (self.op, result) {
+            (Op::Reset, Ok(atr)) => CardAnswer::Reset(ResetCardResponse {
                 outcome: Outcome::ok("ok"),
                 atr: Some(Bytes::from(atr)),
             }),
-            (CardRequest::Reset { reader, slot }, Err(e)) => {
+            (Op::Reset, Err(e)) => {
                 debug!(%reader, slot, error = %e, "reset failed");
                 CardAnswer::Reset(ResetCardResponse {
                     outcome: Outcome::failed(e.code, e.text),
                     atr: None,
                 })
             }
+            (_, Ok(rapdu)) => {
+                trace!(%reader, slot, rapdu = %hex::encode_upper(&rapdu), "R-APDU");
+                CardAnswer::Command(CardCommandResponse {
+                    outcome: Outcome::ok("ok"),
+                    data: Some(Bytes::from(rapdu)),
+                })
+            }
+            (_, Err(e)) => {
+                debug!(%reader, slot, error = %e, "transmit failed");
+                CardAnswer::Command(CardCommandResponse {
+                    outcome: Outcome::failed(e.code, e.text),
+                    data: None,
+                })
+            }
         }
     }
 
-    fn log_command(&self) {
-        if let CardRequest::Command {
-            reader, slot, apdu, ..
-        } = self
-        {
-            trace!(%reader, slot, apdu = %hex::encode_upper(redact(apdu)), "C-APDU");
+    /// Logs a command APDU; returns the call's arguments.
+    fn log_command(&self) -> (ReaderId, i32, &[u8]) {
+        if self.op != Op::Reset {
+            let (reader, slot) = (self.reader, self.slot);
+            trace!(%reader, slot, apdu = %hex::encode_upper(redact(&self.apdu)), "C-APDU");
         }
+        (self.reader, self.slot, &self.apdu)
     }
 }
 
