@@ -65,7 +65,9 @@
 //!   [`CardIo`] and writes the answer itself; a request for a reader whose worker still has
 //!   work goes there too, so each reader's requests are served in order. Answers for
 //!   different readers may then leave out of order (PROTOCOL §3: responses carry the
-//!   refid). With nothing long in flight every request is still served inline.
+//!   refid). With nothing long in flight every request is still served inline. A panic in
+//!   a worker's call is answered like a failure and ends the driver ([`Error::BackendGone`])
+//!   as soon as the IPC thread is done with its current call or message.
 //! - Messages are numbered and written under one lock by whichever thread sends them, so
 //!   ids increase in the order they are written.
 //! - Threads the backend starts (hotplug or card polling) hold clones of the [`EventSink`];
