@@ -17,8 +17,13 @@ use crate::writer::Writer;
 ///
 /// Every method is called on the driver's IPC thread and may block as long as the hardware
 /// needs: a watcher thread keeps answering `Ping` meanwhile. Calls come one at a time, in
-/// the order the server sent the requests (`stop` comes on a thread of its own). Threads the backend starts itself (for example to
-/// poll for card insertion) report through the [`EventSink`] passed to [`Backend::start`].
+/// the order the server sent the requests (`stop` comes on a thread of its own). Threads
+/// the backend starts itself (for example to poll for card insertion) report through the
+/// [`EventSink`] passed to [`Backend::start`].
+///
+/// A backend whose readers can work at the same time also offers a [`CardIo`]
+/// ([`Backend::card_io`]): card requests then go there, and a long call on one reader does
+/// not hold up the others.
 pub trait Backend: Send + 'static {
     /// Starts the backend with the driver's configuration group (the `config {}` of
     /// `DriverStart`: `type`, `name`, `vars {}`, driver-specific groups such as
@@ -49,9 +54,7 @@ pub trait Backend: Send + 'static {
         apdu: &[u8],
     ) -> Result<Vec<u8>, DriverError> {
         let _ = (slot, apdu);
-        Err(DriverError::not_supported(format!(
-            "reader {reader} takes no reader commands"
-        )))
+        Err(no_reader_commands(reader))
     }
 
     /// Resets the card in `slot` of `reader` and returns its answer to reset.
@@ -60,6 +63,37 @@ pub trait Backend: Send + 'static {
     /// Stops the backend: ends its threads and releases the hardware. Called once, when the
     /// server sends `StopDriver` or goes away.
     fn stop(&mut self);
+
+    /// The backend's card I/O for use from several threads at once, if it has one. Asked
+    /// once, after a successful [`Backend::start`]. With it, every `CardCommand` and
+    /// `ResetCard` goes to the [`CardIo`] instead of [`Backend::transmit`],
+    /// [`Backend::reader_command`] and [`Backend::reset`], and calls for different readers
+    /// may run at the same time. The default (`None`) keeps every call on the IPC thread,
+    /// one at a time.
+    fn card_io(&self) -> Option<Arc<dyn CardIo>> {
+        None
+    }
+}
+
+/// Card requests served concurrently ([`Backend::card_io`]): calls for different readers
+/// may run at the same time on different threads; calls for one reader come one at a
+/// time, in the order the server sent them. Each may block as long as the hardware needs.
+pub trait CardIo: Send + Sync + 'static {
+    /// As [`Backend::transmit`].
+    fn transmit(&self, reader: ReaderId, slot: i32, apdu: &[u8]) -> Result<Vec<u8>, DriverError>;
+
+    /// As [`Backend::reader_command`]; the default answers "not supported".
+    fn reader_command(&self, reader: ReaderId, _: i32, _: &[u8]) -> Result<Vec<u8>, DriverError> {
+        Err(no_reader_commands(reader))
+    }
+
+    /// As [`Backend::reset`].
+    fn reset(&self, reader: ReaderId, slot: i32) -> Result<Vec<u8>, DriverError>;
+}
+
+/// The answer of a reader that takes no reader commands.
+fn no_reader_commands(reader: ReaderId) -> DriverError {
+    DriverError::not_supported(format!("reader {reader} takes no reader commands"))
 }
 
 /// Something a backend reports without being asked (PROTOCOL §5 driver events).

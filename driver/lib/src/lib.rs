@@ -59,13 +59,24 @@
 //! - A watcher thread stands by during backend calls: when one lasts more than 100 ms it
 //!   reads the server's messages meanwhile, answers `Ping` (the server's liveness check) and
 //!   leaves the rest for the IPC thread, in order. Short calls cost it nothing.
+//! - A backend whose readers can work at the same time offers a [`CardIo`]
+//!   ([`Backend::card_io`]). Then, while a card call is long, the watcher hands the card
+//!   requests for the other readers to a worker thread per reader, which calls the
+//!   [`CardIo`] and writes the answer itself; a request for a reader whose worker still has
+//!   work goes there too, so each reader's requests are served in order. Answers for
+//!   different readers may then leave out of order (PROTOCOL §3: responses carry the
+//!   refid). With nothing long in flight every request is still served inline. A panic in
+//!   a worker's call is answered like a failure and ends the driver ([`Error::BackendGone`])
+//!   as soon as the IPC thread is done with its current call or message.
 //! - Messages are numbered and written under one lock by whichever thread sends them, so
 //!   ids increase in the order they are written.
 //! - Threads the backend starts (hotplug or card polling) hold clones of the [`EventSink`];
 //!   sending writes the event to the server (it waits only while the server is behind).
 //! - If the backend does not return from [`Backend::stop`] within [`STOP_TIMEOUT`] the
 //!   process exits anyway; so it does when a backend call outlasts the server's
-//!   `StopDriver` (or the end of the connection) by that long.
+//!   `StopDriver` (or the end of the connection) by that long. Workers are not waited
+//!   for: [`Backend::stop`] is called while their calls may still run (it may make them
+//!   return), and the process ends after it.
 //!
 //! # Logs
 //!
@@ -78,8 +89,10 @@ mod args;
 mod backend;
 mod error;
 mod reader;
+mod request;
 mod serve;
 mod watch;
+mod workers;
 mod writer;
 
 use std::process::ExitCode;
@@ -87,7 +100,7 @@ use std::process::ExitCode;
 use tracing::info_span;
 
 pub use args::Args;
-pub use backend::{Backend, Event, EventReceiver, EventSink};
+pub use backend::{Backend, CardIo, Event, EventReceiver, EventSink};
 pub use chipcard_child::{adopt_ipc_fd, init_logging};
 pub use error::{DriverError, Error, Result};
 pub use serve::{serve, Exit, STOP_TIMEOUT};

@@ -5,7 +5,9 @@
 //! another thread and no poller in between: the cheapest way through a driver, measured at
 //! a fifth of a whole round trip less than handing each request to a backend thread
 //! (docs/performance.md, "Profile and fixes"). While a backend call lasts, the watcher
-//! ([`crate::watch`]) answers `Ping`, so a slow card does not make the driver look hung.
+//! ([`crate::watch`]) answers `Ping`, so a slow card does not make the driver look hung,
+//! and, when the backend has concurrent card I/O, hands the requests for other readers to
+//! their readers' workers ([`crate::workers`]), so a slow reader does not hold up the others.
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -14,18 +16,16 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use chipcard_ipc::message::{
-    CardCommandResponse, DriverReady, ErrorResponse, PingResponse, ReaderList, ResetCardResponse,
-    ToDriver,
-};
-use chipcard_ipc::{DriverId, ErrorCode, Outcome, Outgoing};
-use tracing::{debug, error, info, trace, warn};
+use chipcard_ipc::message::{DriverReady, ErrorResponse, PingResponse, ReaderList, ToDriver};
+use chipcard_ipc::{DriverId, ErrorCode, Outcome, Outgoing, ReaderId};
+use tracing::{debug, error, info, warn};
 
 use crate::backend::{Backend, EventSink};
 use crate::error::{DriverError, Error};
 use crate::reader::{FromServer, Incoming, Reader};
+use crate::request::{CardAnswer, CardRequest};
 use crate::watch::Watch;
+use crate::workers::Workers;
 use crate::writer::Writer;
 
 /// How long a stopping driver waits for [`Backend::stop`] before it exits anyway.
@@ -105,6 +105,7 @@ pub(crate) fn serve_on<B: Backend>(
         phase: Phase::AwaitStart,
         backend: Some(backend),
         backend_gone: false,
+        workers: None,
         start_error: None,
         last_call: Duration::ZERO,
     };
@@ -122,6 +123,8 @@ struct Session<B> {
     /// `None` once it panicked (or was stopped).
     backend: Option<B>,
     backend_gone: bool,
+    /// The reader workers, when the backend has concurrent card I/O.
+    workers: Option<Arc<Workers>>,
     start_error: Option<DriverError>,
     /// How long the last backend call took.
     last_call: Duration,
@@ -140,7 +143,7 @@ impl<B: Backend> Session<B> {
             if let Some(exit) = self.incoming(incoming)? {
                 return Ok(exit);
             }
-            if self.backend_gone {
+            if self.backend_gone || self.workers.as_ref().is_some_and(|w| w.panicked()) {
                 return Err(Error::BackendGone);
             }
         }
@@ -148,6 +151,9 @@ impl<B: Backend> Session<B> {
 
     /// After `run`: stops the backend (unless it is gone), then the connection.
     fn finish(&mut self) {
+        if let Some(workers) = &self.workers {
+            workers.close();
+        }
         if let Some(backend) = self.backend.take() {
             stop_backend(backend);
         }
@@ -212,6 +218,7 @@ impl<B: Backend> Session<B> {
     /// and ends the driver (the backend's state is unknown after it).
     fn call<T>(
         &mut self,
+        reader: Option<ReaderId>,
         call: impl FnOnce(&mut B) -> Result<T, DriverError>,
     ) -> Result<T, DriverError> {
         let Some(backend) = self.backend.as_mut() else {
@@ -220,7 +227,7 @@ impl<B: Backend> Session<B> {
         let started = Instant::now();
         let result = self
             .watch
-            .call(|| catch_unwind(AssertUnwindSafe(|| call(backend))));
+            .call(reader, || catch_unwind(AssertUnwindSafe(|| call(backend))));
         self.last_call = started.elapsed();
         result.unwrap_or_else(|_| {
             error!("the backend panicked");
@@ -265,7 +272,7 @@ impl<B: Backend> Session<B> {
                 }
                 info!("DriverStart");
                 let events = EventSink::to_writer(self.writer.clone());
-                let started = self.call(|backend| backend.start(&start.config, events));
+                let started = self.call(None, |backend| backend.start(&start.config, events));
                 self.started(started)?;
             }
             ToDriver::DriverStart(_) => {
@@ -293,58 +300,37 @@ impl<B: Backend> Session<B> {
                     )?;
                 }
             },
-            ToDriver::CardCommand(command) if serving => {
-                let to_reader = command
-                    .target
-                    .as_deref()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("reader"));
-                let (reader, slot) = (command.reader_id, command.slot);
-                trace!(%reader, slot, apdu = %hex::encode_upper(redact(&command.data)), "C-APDU");
-                let result = self.call(|backend| {
-                    if to_reader {
-                        backend.reader_command(reader, slot, &command.data)
-                    } else {
-                        backend.transmit(reader, slot, &command.data)
-                    }
-                });
-                let response = match result {
-                    Ok(rapdu) => {
-                        trace!(%reader, slot, rapdu = %hex::encode_upper(&rapdu), "R-APDU");
-                        CardCommandResponse {
-                            outcome: Outcome::ok("ok"),
-                            data: Some(Bytes::from(rapdu)),
-                        }
-                    }
-                    Err(e) => {
-                        debug!(%reader, slot, error = %e, "transmit failed");
-                        CardCommandResponse {
-                            outcome: Outcome::failed(e.code, e.text),
-                            data: None,
-                        }
-                    }
-                };
-                self.answer(id, &response)?;
-            }
-            ToDriver::ResetCard(reset) => {
-                if !serving {
-                    return self.not_serving(id);
+            ToDriver::CardCommand(_) | ToDriver::ResetCard(_) if serving => {
+                if let Some(request) = CardRequest::from_message(&message) {
+                    self.card(id, request)?;
                 }
-                let result = self.call(|backend| backend.reset(reset.reader_id, reset.slot));
-                let response = match result {
-                    Ok(atr) => ResetCardResponse {
-                        outcome: Outcome::ok("ok"),
-                        atr: Some(Bytes::from(atr)),
-                    },
-                    Err(e) => ResetCardResponse {
-                        outcome: Outcome::failed(e.code, e.text),
-                        atr: None,
-                    },
-                };
-                self.answer(id, &response)?;
             }
-            ToDriver::CardCommand(_) => return self.not_serving(id),
+            ToDriver::CardCommand(_) | ToDriver::ResetCard(_) => return self.not_serving(id),
         }
         Ok(None)
+    }
+
+    /// Serves a card request: on the IPC thread, or on the reader's worker while that one
+    /// still has requests (so that the reader's requests stay in order).
+    fn card(&mut self, id: u32, request: CardRequest) -> Result<(), Error> {
+        let request = match &self.workers {
+            Some(workers) if workers.busy(request.reader()) => {
+                match workers.hand_over(id, request) {
+                    Ok(()) => return Ok(()),
+                    Err(request) => request,
+                }
+            }
+            _ => request,
+        };
+        let reader = Some(request.reader());
+        let result = match self.workers.clone() {
+            Some(workers) => self.call(reader, |_| request.call_io(workers.io())),
+            None => self.call(reader, |backend| request.call_backend(backend)),
+        };
+        match request.answer(result) {
+            CardAnswer::Command(response) => self.answer(id, &response),
+            CardAnswer::Reset(response) => self.answer(id, &response),
+        }
     }
 
     fn not_serving(&mut self, id: u32) -> Result<Option<Exit>, Error> {
@@ -364,6 +350,13 @@ impl<B: Backend> Session<B> {
         match result {
             Ok(readers) => {
                 info!(readers = readers.len(), "backend started");
+                let io = self.backend.as_ref().and_then(Backend::card_io);
+                if let Some(io) = io {
+                    debug!("the backend serves readers concurrently");
+                    let workers = Arc::new(Workers::new(io, self.writer.clone()));
+                    self.watch.set_workers(workers.clone());
+                    self.workers = Some(workers);
+                }
                 let ready = DriverReady {
                     outcome: Outcome::ok("Driver ready"),
                     driver_id: self.driver_id,
@@ -408,14 +401,5 @@ fn stop_backend<B: Backend>(mut backend: B) {
     match stopped.recv_timeout(STOP_TIMEOUT) {
         Ok(()) => debug!("backend stopped"),
         Err(_) => warn!("the backend did not stop within {STOP_TIMEOUT:?}; exiting anyway"),
-    }
-}
-
-/// The part of a command APDU that may be logged: VERIFY and CHANGE REFERENCE DATA
-/// (INS 20, 24, 2C) carry PINs, so only their header is shown.
-fn redact(apdu: &[u8]) -> &[u8] {
-    match apdu.get(1) {
-        Some(0x20 | 0x21 | 0x24 | 0x2C) => &apdu[..apdu.len().min(4)],
-        _ => apdu,
     }
 }

@@ -1,7 +1,9 @@
 //! The watcher: while the IPC thread is inside a backend call that lasts (a slow card, a
 //! PIN pad waiting for a finger), this thread reads the server's messages, answers `Ping`
 //! at once (the server's liveness check) and leaves everything else for the IPC thread, in
-//! order.
+//! order. When the backend has concurrent card I/O ([`crate::workers`]), it hands the card
+//! requests for other readers than the busy one to their readers' workers meanwhile, so a
+//! slow reader does not hold up the others.
 //!
 //! A short call costs nothing: the IPC thread only stores the call's number in an atomic
 //! when it starts and zero when it ends. The watcher looks at that number [`TAKEOVER`]
@@ -15,17 +17,20 @@
 //! running, as a driver whose backend does not stop in time always has.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use std::time::Instant;
 
 use chipcard_ipc::message::{PingResponse, ToDriver};
+use chipcard_ipc::ReaderId;
 use tracing::{debug, error, warn};
 
 use crate::reader::{FromServer, Incoming, Reader};
+use crate::request::CardRequest;
 use crate::serve::STOP_TIMEOUT;
+use crate::workers::Workers;
 use crate::writer::Writer;
 use crate::{EXIT_FAILURE, EXIT_OK};
 
@@ -46,6 +51,10 @@ pub(crate) struct Watch {
 struct Inner {
     /// The call in progress (its number), zero when none.
     call: AtomicU64,
+    /// The reader of the card call in progress, plus one; zero for any other call.
+    busy_reader: AtomicU64,
+    /// The reader workers, once the backend started with concurrent card I/O.
+    workers: OnceLock<Arc<Workers>>,
     /// The watcher waits for a call to start: the next one must wake it.
     parked: AtomicBool,
     /// Whether the watcher must end.
@@ -72,6 +81,8 @@ impl Watch {
     ) -> std::io::Result<Watch> {
         let inner = Arc::new(Inner {
             call: AtomicU64::new(0),
+            busy_reader: AtomicU64::new(0),
+            workers: OnceLock::new(),
             parked: AtomicBool::new(false),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -89,8 +100,17 @@ impl Watch {
         })
     }
 
-    /// Runs a backend call, with the watcher standing by.
-    pub(crate) fn call<R>(&mut self, call: impl FnOnce() -> R) -> R {
+    /// From now on the watcher hands card requests for readers other than the busy one to
+    /// `workers`.
+    pub(crate) fn set_workers(&self, workers: Arc<Workers>) {
+        let _ = self.inner.workers.set(workers);
+    }
+
+    /// Runs a backend call (a card call for `reader`, or another one), with the watcher
+    /// standing by.
+    pub(crate) fn call<R>(&mut self, reader: Option<ReaderId>, call: impl FnOnce() -> R) -> R {
+        let busy = reader.map_or(0, |r| u64::from(r.0) + 1);
+        self.inner.busy_reader.store(busy, Ordering::SeqCst);
         self.calls += 1;
         self.inner.call.store(self.calls, Ordering::SeqCst);
         if self.inner.parked.load(Ordering::SeqCst) {
@@ -161,6 +181,8 @@ fn watch(inner: &Inner, reader: &Reader, writer: &Writer) {
             continue;
         }
         debug!("a backend call takes long; the watcher answers pings meanwhile");
+        let busy_reader = inner.busy_reader.load(Ordering::SeqCst);
+        let workers = inner.workers.get();
         let mut locked = reader.lock();
         let mut open = true;
         // When the server asked to stop (or went away), and the exit code for that.
@@ -175,6 +197,12 @@ fn watch(inner: &Inner, reader: &Reader, writer: &Writer) {
                         if let Err(e) = writer.send(Some(message.id), &PingResponse {}) {
                             warn!(error = %e, "cannot answer a ping");
                         }
+                        None
+                    }
+                    Incoming::Message(message)
+                        if told_to_stop.is_none()
+                            && handed_over(workers, &message, busy_reader) =>
+                    {
                         None
                     }
                     other => {
@@ -216,6 +244,26 @@ fn stop_request(item: &Incoming) -> Option<u8> {
         Incoming::End(None) => Some(EXIT_OK),
         _ => None,
     }
+}
+
+/// Hands `message` to its reader's worker when it is a card request for another reader
+/// than `busy_reader` (the busy reader plus one, zero for none); whether it did.
+fn handed_over(workers: Option<&Arc<Workers>>, message: &FromServer, busy_reader: u64) -> bool {
+    let Some(workers) = workers else {
+        return false;
+    };
+    other_reader(message, busy_reader)
+        .is_some_and(|request| workers.hand_over(message.id, request).is_ok())
+}
+
+/// The card request `message` is, when it is one for another reader than `busy_reader`
+/// (the busy reader plus one, zero for none).
+fn other_reader(message: &FromServer, busy_reader: u64) -> Option<CardRequest> {
+    if message.refid.is_some() {
+        return None;
+    }
+    let request = CardRequest::from_message(message.message.as_ref().ok()?)?;
+    (u64::from(request.reader().0) + 1 != busy_reader).then_some(request)
 }
 
 /// A `Ping` request (not a response, and well-formed).

@@ -8,6 +8,7 @@
 
 mod backend;
 mod config;
+mod connections;
 mod errors;
 mod features;
 mod monitor;
