@@ -109,6 +109,28 @@ async fn next_notification(client: &mut RawClient, limit: Duration) -> Option<No
     }
 }
 
+/// Asks for every `service:*` notification.
+async fn subscribe_to_services(client: &mut RawClient) {
+    match client
+        .request(&SetNotify {
+            flags: vec!["service:*".into()],
+        })
+        .await
+    {
+        ToClient::SetNotifyResponse(r) => assert!(r.outcome.is_ok(), "{:?}", r.outcome),
+        other => panic!("SetNotify answered {other:?}"),
+    }
+}
+
+/// SIGKILL to `pid`.
+fn kill(pid: u32) {
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+}
+
 /// The pid of the running service process `name` that chipcardd started.
 fn service_pid(server: &Server, name: &str) -> Option<u32> {
     children_of(server.pid())
@@ -280,15 +302,7 @@ async fn a_client_disconnect_closes_its_contexts() {
     // closed the context of the client that left.
     let server = start(300);
     let mut watcher = RawClient::ready(&server.socket).await;
-    let ToClient::SetNotifyResponse(r) = watcher
-        .request(&SetNotify {
-            flags: vec!["service:*".into()],
-        })
-        .await
-    else {
-        panic!("SetNotify failed");
-    };
-    assert!(r.outcome.is_ok());
+    subscribe_to_services(&mut watcher).await;
     let mut alice = RawClient::ready(&server.socket).await;
     let (service, _context, _) = open_ok(&mut alice, "cardinfo").await;
     let up = next_notification(&mut watcher, TIMEOUT)
@@ -329,25 +343,14 @@ async fn a_client_disconnect_closes_its_contexts() {
 async fn a_crashed_service_is_restarted_and_its_contexts_get_an_error() {
     let mut server = start(60_000);
     let mut client = RawClient::ready(&server.socket).await;
-    let ToClient::SetNotifyResponse(_) = client
-        .request(&SetNotify {
-            flags: vec!["service:*".into()],
-        })
-        .await
-    else {
-        panic!("SetNotify failed");
-    };
+    subscribe_to_services(&mut client).await;
     let (card, _) = card_in(&mut client, "Emul Reader 0").await;
     let (service, context, r) = open_ok(&mut client, "cardinfo-auto").await;
     assert_eq!(r.service_flags, ["autoload"]);
     let pid = service_pid(&server, "cardinfo-auto")
         .or_else(|| service_pid(&server, "chipcard-service-cardinfo"))
         .expect("the autoload service runs");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    kill(pid);
     let down = next_notification(&mut client, TIMEOUT)
         .await
         .expect("service:down");
@@ -782,25 +785,14 @@ fn nix_user_name() -> String {
 async fn a_silent_service_sends_no_notifications() {
     let server = start_with_echo();
     let mut client = RawClient::ready(&server.socket).await;
-    let ToClient::SetNotifyResponse(_) = client
-        .request(&SetNotify {
-            flags: vec!["service:*".into()],
-        })
-        .await
-    else {
-        panic!("SetNotify failed");
-    };
+    subscribe_to_services(&mut client).await;
     let (loud, loud_ctx, r) = open_ok(&mut client, "echo-loud").await;
     assert_eq!(r.service_flags, ["autoload"]);
     let (silent, silent_ctx, r) = open_ok(&mut client, "echo-silent").await;
     assert_eq!(r.service_flags, ["autoload", "silent"]);
     for id in [silent, loud] {
         let pid = pid_of_service(&server, id).expect("the autoload service runs");
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(killed.success());
+        kill(pid);
     }
     // The loud one goes down and comes back; every notification names it, none the silent one.
     let mut seen = Vec::new();

@@ -173,6 +173,28 @@ async fn run_client(socket: std::path::PathBuf, n: usize, apdus: usize, tally: A
     }
 }
 
+/// `clients` clients of [`run_client`], `apdus` APDUs each, counting into `tally`.
+fn spawn_clients(
+    socket: &std::path::Path,
+    clients: usize,
+    apdus: usize,
+    tally: &Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|n| tokio::spawn(run_client(socket.to_owned(), n, apdus, tally.clone())))
+        .collect()
+}
+
+/// Waits for every client, each within `limit`; a client's panic fails the test.
+async fn join_clients(tasks: Vec<tokio::task::JoinHandle<()>>, limit: Duration) {
+    for task in tasks {
+        tokio::time::timeout(limit, task)
+            .await
+            .expect("a client finished in time")
+            .expect("a client did not panic");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_pipelining_with_disconnects_and_a_driver_killed() {
     let (clients, apdus) = size();
@@ -192,15 +214,7 @@ async fn clients_pipelining_with_disconnects_and_a_driver_killed() {
     let started = Instant::now();
 
     let tally = Arc::new(Tally::default());
-    let mut tasks = Vec::new();
-    for n in 0..clients {
-        tasks.push(tokio::spawn(run_client(
-            server.socket.clone(),
-            n,
-            apdus,
-            tally.clone(),
-        )));
-    }
+    let tasks = spawn_clients(&server.socket, clients, apdus, &tally);
     // Midway (by APDUs answered), kill driver a.
     let total = clients * apdus;
     // Generous for a debug build on a loaded two-core machine; a stalled server fails.
@@ -216,12 +230,7 @@ async fn clients_pipelining_with_disconnects_and_a_driver_killed() {
         .status()
         .expect("kill");
 
-    for task in tasks {
-        tokio::time::timeout(2 * slack, task)
-            .await
-            .expect("a client finished in time")
-            .expect("a client did not panic");
-    }
+    join_clients(tasks, 2 * slack).await;
     let ok = tally.ok.load(Ordering::Relaxed);
     let gone = tally.card_gone.load(Ordering::Relaxed);
     let disconnects = tally.disconnects.load(Ordering::Relaxed);
@@ -253,21 +262,11 @@ async fn clients_pipelining_with_disconnects_and_a_driver_killed() {
     // ... and does not grow with the work done: a second round of the same clients (half
     // the APDUs, disconnects, no driver killed) ends where the first did.
     let again = Arc::new(Tally::default());
-    let mut tasks = Vec::new();
-    for n in 0..clients {
-        tasks.push(tokio::spawn(run_client(
-            server.socket.clone(),
-            n,
-            apdus / 2,
-            again.clone(),
-        )));
-    }
-    for task in tasks {
-        tokio::time::timeout(2 * slack, task)
-            .await
-            .expect("a client finished in time")
-            .expect("a client did not panic");
-    }
+    join_clients(
+        spawn_clients(&server.socket, clients, apdus / 2, &again),
+        2 * slack,
+    )
+    .await;
     assert!(again.ok.load(Ordering::Relaxed) > total / 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let second = vm_rss_kib(server.pid());
